@@ -1,0 +1,53 @@
+"""The ``vmgenctl`` click app (design §3).  Imported only by the CLI, never on a fast path.
+
+Each command group lives in its own module (``COMMANDS``; ``SIM_COMMANDS`` join the
+``sim`` group) and is registered below.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .. import __version__
+from .common import Ctx, run_app
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", "root", envvar="VMGENC_ROOT", default="/", show_default=True,
+              type=click.Path(file_okay=False), help="Prefix for every path (a sandbox).")
+@click.version_option(__version__, prog_name="vmgenctl")
+@click.pass_context
+def app(ctx: click.Context, root: str) -> None:
+    """React to VM Generation ID changes seen by FreeBSD's vmgenc(4)."""
+    root = os.path.abspath(root)
+    os.environ["VMGENC_ROOT"] = root
+    ctx.obj = Ctx(root=root)
+
+
+def _register() -> None:
+    import importlib
+
+    sim_extra = []
+    for mod in ("status", "hooks", "sim", "sim_devd", "watch"):
+        try:
+            m = importlib.import_module(f"{__name__}.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{mod}":
+                raise
+            continue
+        for cmd in getattr(m, "COMMANDS", ()):
+            app.add_command(cmd)
+        sim_extra += getattr(m, "SIM_COMMANDS", ())
+    sim = app.commands.get("sim")
+    if isinstance(sim, click.Group):
+        for cmd in sim_extra:
+            sim.add_command(cmd)
+
+
+_register()
+
+
+def run(argv: list[str]) -> int:
+    return run_app(app, argv)

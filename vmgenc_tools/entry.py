@@ -1,0 +1,44 @@
+"""Console entry points, kept light: ``check`` and the devd entry never import click or psutil.
+
+``vmgenctl check`` is what scripts call as a fence and what devd/boot paths
+run, so it is dispatched here, before the click app (``cli/``) is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def split_root(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take the global ``--root DIR`` / ``--root=DIR`` off the front of ``argv``."""
+    root = None
+    rest = list(argv)
+    while rest and rest[0].startswith("--root"):
+        if rest[0] == "--root" and len(rest) > 1:
+            root, rest = rest[1], rest[2:]
+        elif rest[0].startswith("--root="):
+            root, rest = rest[0].split("=", 1)[1], rest[1:]
+        else:
+            break
+    return root, rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    root, rest = split_root(argv)
+    if rest[:1] == ["check"] and not any(a in ("--help", "-h") for a in rest):
+        from .fastcheck import run_check
+
+        return run_check(root or os.environ.get("VMGENC_ROOT") or "/", rest[1:])
+    from .cli import run
+
+    return run(argv)
+
+
+def devd_main(argv: list[str] | None = None) -> int:
+    """What devd's action runs: ``vmgenc-devd $type $timestamp`` (see devd/vmgenc.conf)."""
+    from .fastcheck import run_devd
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_devd(os.environ.get("VMGENC_ROOT") or "/", argv)

@@ -1,0 +1,85 @@
+"""The ``sim`` backend: sysctlbyname(3)/kenv(2) semantics over a simulated VM's state.
+
+The semantics mirror the kernel's (facts §4.2) and the C test library's, so
+the same test matrix passes against both backends.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from .. import simstate
+from .errors import error_for
+
+MAX_NEWLEN = 1024
+
+
+class SimBackend:
+    """Answers from ``${root}/.vmgenc-sim/kernel.tab``."""
+
+    name = "sim"
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def sysctlbyname(
+        self, name: str, oldlen: int | None, new: bytes | None = None
+    ) -> tuple[bytes | None, int]:
+        """Mirror of ``sysctlbyname(name, oldp, oldlenp, newp, newlen)``.
+
+        ``oldlen`` None means ``oldp == NULL``.  Returns the bytes copied out
+        (None when ``oldp`` is NULL) and ``*oldlenp`` after the call.  On a
+        short buffer raises ENOMEM, leaving ``*oldlenp`` as it was (the
+        FreeBSD 13+ ``__sysctlbyname`` rule).
+        """
+        if new is None:
+            return self._read(simstate.load(self.root), name, oldlen)
+        with simstate.locked(self.root):
+            state = simstate.load(self.root)
+            out = self._read(state, name, oldlen) if oldlen is not None else (None, 0)
+            self._write(state, name, bytes(new))
+            simstate.save(self.root, state)
+            return out
+
+    @staticmethod
+    def _node(state: simstate.KernelState, name: str) -> simstate.Node:
+        node = state.lookup(name)
+        if node is None:
+            raise error_for(errno.ENOENT, name)
+        if node.kind == "node":
+            raise error_for(errno.EISDIR, name)
+        return node
+
+    def _read(self, state: simstate.KernelState, name: str,
+              oldlen: int | None) -> tuple[bytes | None, int]:
+        value = self._node(state, name).value
+        if oldlen is None:
+            return None, len(value)
+        if oldlen < len(value):
+            raise error_for(errno.ENOMEM, name)
+        return value, len(value)
+
+    def _write(self, state: simstate.KernelState, name: str, new: bytes) -> None:
+        node = self._node(state, name)
+        if not node.writable:
+            raise error_for(errno.EPERM, name)
+        size = simstate.KINDS[node.kind]
+        if size:
+            if len(new) != size:
+                raise error_for(errno.EINVAL, name)
+            node.value = new
+        elif node.kind == "string":
+            if len(new) >= MAX_NEWLEN:
+                raise error_for(errno.EINVAL, name)
+            node.value = new.split(b"\0", 1)[0] + b"\0"
+        else:
+            node.value = new
+
+    def kenv_get(self, name: str) -> str | None:
+        return simstate.load(self.root).kenv.get(name)
+
+    def interfaces(self) -> dict[str, str]:
+        return dict(simstate.load(self.root).ifaces)
+
+    def children(self, name: str) -> list[str]:
+        return simstate.load(self.root).children(name)
