@@ -5,6 +5,9 @@ PY = $(VENV)/bin/python
 PREFIX ?= /usr/local
 DESTDIR ?=
 MANDIR ?= $(PREFIX)/share/man
+# install: --ignore-installed keeps pip from uninstalling a copy PYTHON already has when
+# staging into DESTDIR; PIP_INSTALL_FLAGS=--no-build-isolation builds offline.
+PIP_INSTALL_FLAGS ?=
 
 .PHONY: test lint demo bench install clean deps
 
@@ -24,13 +27,14 @@ test: $(VENV)/.installed deps lint
 	@$(VENV)/bin/pytest -q
 
 demo: $(VENV)/.installed deps
-	@$(PY) -m vmgenc_tools.demo
+	@sh tools/demo
 
 bench: $(VENV)/.installed deps
 	@$(PY) bench/run_all.py
 
 install:
-	$(PYTHON) -m pip install --no-deps --root "$(DESTDIR)/" --prefix "$(PREFIX)" .
+	$(PYTHON) -m pip install --no-deps --ignore-installed $(PIP_INSTALL_FLAGS) \
+		--root "$(DESTDIR)/" --prefix "$(PREFIX)" .
 	install -d "$(DESTDIR)$(PREFIX)/etc/devd" "$(DESTDIR)$(PREFIX)/etc/rc.d" \
 		"$(DESTDIR)$(PREFIX)/etc/vmgenc/hooks.d" "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(MANDIR)/man5"
 	sed 's|/usr/local|$(PREFIX)|g' devd/vmgenc.conf > "$(DESTDIR)$(PREFIX)/etc/devd/vmgenc.conf"

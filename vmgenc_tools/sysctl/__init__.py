@@ -23,6 +23,7 @@ from typing import Protocol
 
 from .. import simstate
 from .errors import (
+    BackendError,
     BufferTooSmall,
     IsANode,
     NoSuchOid,
@@ -46,10 +47,6 @@ class Backend(Protocol):
     def kenv_get(self, name: str) -> str | None: ...
 
     def interfaces(self) -> dict[str, str]: ...
-
-
-class BackendError(RuntimeError):
-    """No usable sysctl backend (wrong OS, unknown backend name, missing library)."""
 
 
 def get_backend(root: str = "/", name: str | None = None) -> Backend:

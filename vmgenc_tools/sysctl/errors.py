@@ -1,19 +1,24 @@
 """One errno → exception table for sysctlbyname(3) and kenv(2).
 
 Every backend (``libc`` through ctypes, ``sim`` over the simulated VM's
-state) raises through :func:`raise_for_errno`, so callers see the same
-exceptions and the same one-line messages whichever backend answered.
+state) raises through :func:`error_for`, so callers see the same exceptions
+and the same one-line messages whichever backend answered.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from typing import Callable
 
 VMGENC_HINT = (
     "the vmgenc driver is not attached: 'kldload vmgenc' or vmgenc_load=\"YES\" in "
     "/boot/loader.conf, and the VM needs a VM Generation ID device"
 )
+
+
+class BackendError(RuntimeError):
+    """No usable sysctl backend (wrong OS, unknown backend name, missing library)."""
 
 
 class SysctlError(OSError):
@@ -51,30 +56,33 @@ class NotADirectory(SysctlError):
     """ENOTDIR: the name goes on past a leaf."""
 
 
-def _noent(name: str) -> str:
-    msg = f"no sysctl {name}"
-    if name.startswith("dev.vmgenc"):
+def _noent(name: str, what: str) -> str:
+    msg = f"no {what} {name}"
+    if what == "sysctl" and name.startswith("dev.vmgenc"):
         msg += f" ({VMGENC_HINT})"
     return msg
 
 
-_TABLE: dict[int, tuple[type[SysctlError], object]] = {
+_TABLE: dict[int, tuple[type[SysctlError], Callable[[str, str], str] | str]] = {
     errno.ENOENT: (NoSuchOid, _noent),
-    errno.EISDIR: (IsANode, "sysctl {name} is a node, not a value: name a leaf below it"),
-    errno.ENOMEM: (BufferTooSmall, "sysctl {name}: buffer too small"),
-    errno.EPERM: (NotPermitted, "sysctl {name}: not permitted (read-only, or not root)"),
-    errno.EACCES: (NotPermitted, "sysctl {name}: permission denied (run as root)"),
-    errno.EINVAL: (InvalidValue, "sysctl {name}: invalid value"),
-    errno.ENOTDIR: (NotADirectory, "sysctl {name}: the name goes on past a leaf"),
+    errno.EISDIR: (IsANode, "{what} {name} is a node, not a value: name a leaf below it"),
+    errno.ENOMEM: (BufferTooSmall, "{what} {name}: buffer too small"),
+    errno.EPERM: (NotPermitted, "{what} {name}: not permitted (read-only, or not root)"),
+    errno.EACCES: (NotPermitted, "{what} {name}: permission denied (run as root)"),
+    errno.EINVAL: (InvalidValue, "{what} {name}: invalid value"),
+    errno.ENOTDIR: (NotADirectory, "{what} {name}: the name goes on past a leaf"),
 }
 
 
-def error_for(err: int, name: str) -> SysctlError:
-    """The exception for ``err`` raised by a call on ``name``."""
-    cls, fmt = _TABLE.get(err, (SysctlError, "sysctl {name}: {strerror}"))
-    msg = fmt(name) if callable(fmt) else str(fmt).format(name=name, strerror=os.strerror(err))
+def error_for(err: int, name: str, what: str = "sysctl") -> SysctlError:
+    """The exception for ``err`` raised by a ``what`` (sysctl, kenv) call on ``name``."""
+    cls, fmt = _TABLE.get(err, (SysctlError, "{what} {name}: {strerror}"))
+    if callable(fmt):
+        msg = fmt(name, what)
+    else:
+        msg = str(fmt).format(what=what, name=name, strerror=os.strerror(err))
     return cls(err, name, msg)
 
 
-def raise_for_errno(err: int, name: str) -> None:
-    raise error_for(err, name)
+def raise_for_errno(err: int, name: str, what: str = "sysctl") -> None:
+    raise error_for(err, name, what)

@@ -32,12 +32,17 @@ class SimBackend:
         short buffer raises ENOMEM, leaving ``*oldlenp`` as it was (the
         FreeBSD 13+ ``__sysctlbyname`` rule).
         """
+        if oldlen is not None and oldlen < 0:
+            raise ValueError(f"oldlen must be >= 0, not {oldlen}")
         if new is None:
-            return self._read(simstate.load(self.root), name, oldlen)
+            return self._read(self._node(simstate.load(self.root), name), oldlen)
         with simstate.locked(self.root):
             state = simstate.load(self.root)
-            out = self._read(state, name, oldlen) if oldlen is not None else (None, 0)
-            self._write(state, name, bytes(new))
+            node = self._node(state, name)
+            if not node.writable:  # sysctl_root checks this before the handler runs
+                raise error_for(errno.EPERM, name)
+            out = self._read(node, oldlen) if oldlen is not None else (None, 0)
+            self._write(node, name, bytes(new))
             simstate.save(self.root, state)
             return out
 
@@ -50,19 +55,17 @@ class SimBackend:
             raise error_for(errno.EISDIR, name)
         return node
 
-    def _read(self, state: simstate.KernelState, name: str,
-              oldlen: int | None) -> tuple[bytes | None, int]:
-        value = self._node(state, name).value
+    @staticmethod
+    def _read(node: simstate.Node, oldlen: int | None) -> tuple[bytes | None, int]:
+        value = node.value
         if oldlen is None:
             return None, len(value)
         if oldlen < len(value):
-            raise error_for(errno.ENOMEM, name)
+            raise error_for(errno.ENOMEM, node.name)
         return value, len(value)
 
-    def _write(self, state: simstate.KernelState, name: str, new: bytes) -> None:
-        node = self._node(state, name)
-        if not node.writable:
-            raise error_for(errno.EPERM, name)
+    @staticmethod
+    def _write(node: simstate.Node, name: str, new: bytes) -> None:
         size = simstate.KINDS[node.kind]
         if size:
             if len(new) != size:

@@ -1,0 +1,251 @@
+"""The manual pages and the README say what the code does.
+
+Every page is ``mandoc -Tlint -W warning`` clean; every command and option of the contract
+(design §3), every rc.conf knob with its default, every exit code, class, hook status and hook
+environment variable is documented; the README and ``.ci/run`` name the same test command.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vmgenc_tools import exitcodes
+from vmgenc_tools.config import BUILTIN_HOOKS, CLASSES, KNOBS, SITE, Config
+from vmgenc_tools.hooks.base import STATUSES, HookContext
+
+TOP = Path(__file__).resolve().parent.parent
+MAN = TOP / "man"
+PAGES = sorted(p for p in MAN.iterdir() if re.fullmatch(r"[a-z0-9-]+\.[1-9]", p.name))
+CTL = MAN / "vmgenctl.8"
+HOOKS = MAN / "vmgenc-hooks.5"
+README = TOP / "README.md"
+
+# design §3: command → the options the contract gives it.
+CONTRACT: dict[str, tuple[str, ...]] = {
+    "status": ("--json",),
+    "history": ("-n", "--since", "--json", "--csv"),
+    "check": ("--source", "--expect", "--dry-run"),
+    "retry": (),
+    "wait": ("--since", "--timeout"),
+    "hooks list": ("--json",),
+    "hooks validate": (),
+    "watch": ("--json",),
+    "sim init": ("--hypervisor", "--guid", "--smbios-uuid"),
+    "sim boot": (),
+    "sim clone": (),
+    "sim restore": (),
+    "sim cold-clone": (),
+    "sim notify": ("--value",),
+    "sim sysctl": ("-x", "-b"),
+    "sim devd": ("-f", "--run", "--json"),
+}
+HYPERVISORS = ("qemu", "bhyve", "xen", "hyperv", "firecracker")
+HISTORY_FIELDS = ("id", "detected_at", "source", "old_guid", "new_guid", "class", "status",
+                  "hooks", "name", "exit_code", "duration_s")
+
+mandoc = pytest.mark.skipif(shutil.which("mandoc") is None, reason="mandoc not installed "
+                            "(make test installs it: tools/ensure-deps)")
+
+
+def render(page: Path) -> str:
+    """The page as plain text, one paragraph line per source paragraph (no wrapping)."""
+    out = subprocess.run(["mandoc", "-Tascii", "-O", "width=1000", str(page)],
+                         capture_output=True, check=True, text=True).stdout
+    return re.sub(r".\x08", "", out)
+
+
+def section(text: str, name: str) -> str:
+    """The body of one ``.Sh`` section of a rendered page."""
+    m = re.search(rf"^{re.escape(name)}\n(.*?)(?=^[A-Z][A-Z .]+\n|\Z)", text, re.M | re.S)
+    assert m, f"no {name} section"
+    return m.group(1)
+
+
+def synopsis_lines(text: str) -> list[str]:
+    return [ln.strip() for ln in section(text, "SYNOPSIS").splitlines() if ln.strip()]
+
+
+def test_there_are_two_pages():
+    assert [p.name for p in PAGES] == ["vmgenc-hooks.5", "vmgenctl.8"]
+
+
+@mandoc
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_mandoc_lint_clean(page):
+    r = subprocess.run(["mandoc", "-Tlint", "-W", "warning", str(page)],
+                       capture_output=True, text=True)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_header_matches_file_name(page):
+    src = page.read_text()
+    name, sect = page.name.rsplit(".", 1)
+    assert f"\n.Dt {name.upper()} {sect}\n" in src
+    assert f"\n.Nm {name}\n" in src
+    assert re.search(r"^\.Dd [A-Z][a-z]+ \d{1,2}, \d{4}$", src, re.M)
+
+
+@mandoc
+@pytest.mark.parametrize("command", CONTRACT)
+def test_every_contract_command_and_option_in_synopsis(command):
+    lines = synopsis_lines(render(CTL))
+    mine = [ln for ln in lines if re.match(rf"vmgenctl \[--root dir\] {command}( |$)", ln)]
+    assert len(mine) == 1, f"{command!r} not in SYNOPSIS (or twice): {lines}"
+    words = set(re.findall(r"-{1,2}[a-z][a-z-]*|(?<=\[)-(?= |\])|(?<= )-(?=\])", mine[0]))
+    for opt in CONTRACT[command]:
+        assert opt in words, f"{command}: {opt} missing in {mine[0]!r}"
+
+
+@mandoc
+def test_synopsis_has_version_and_hypervisors():
+    text = render(CTL)
+    lines = synopsis_lines(text)
+    assert "vmgenctl --version" in lines
+    init = next(ln for ln in lines if " sim init" in ln)
+    assert all(h in init for h in HYPERVISORS)
+    check = next(ln for ln in lines if " check " in ln)
+    assert "[--source boot | devd | manual]" in check
+
+
+@mandoc
+@pytest.mark.parametrize("command", CONTRACT)
+def test_every_command_described(command):
+    body = section(render(CTL), "DESCRIPTION")
+    item = rf"^\s+(?:[a-z -]+, )?{re.escape(command)}\b"  # ".It Cm a , Cm b" → "a, b"
+    assert re.search(item, body, re.M), f"{command} not described"
+
+
+def _click_commands():
+    """(path, command) for every visible command of the real click app."""
+    import click
+
+    from vmgenc_tools.cli import app
+
+    def walk(group: click.Group, prefix: str):
+        for name, cmd in sorted(group.commands.items()):
+            if getattr(cmd, "hidden", False):
+                continue
+            path = f"{prefix}{name}"
+            if isinstance(cmd, click.Group):
+                yield from walk(cmd, path + " ")
+            else:
+                yield path, cmd
+
+    return list(walk(app, ""))
+
+
+@mandoc
+def test_every_implemented_command_and_option_documented():
+    """What the click app really offers is in the SYNOPSIS, with every option it takes."""
+    lines = synopsis_lines(render(CTL))
+    for path, cmd in _click_commands():
+        mine = [ln for ln in lines if re.match(rf"vmgenctl \[--root dir\] {path}( |$)", ln)]
+        assert mine, f"vmgenctl {path} is implemented but not in vmgenctl(8) SYNOPSIS"
+        for param in cmd.params:
+            opts = [o for o in getattr(param, "opts", []) if o.startswith("-")]
+            if not opts or "--help" in opts or getattr(param, "hidden", False):
+                continue
+            assert any(o in mine[0].replace("[", " ").split() for o in opts), (
+                f"vmgenctl {path}: option {opts} not in {mine[0]!r}")
+
+
+def test_every_knob_with_its_default_in_the_hooks_page():
+    src = HOOKS.read_text()
+    for name, (default, _meaning) in KNOBS.items():
+        shown = default if default else "\\&"
+        assert f"\n.It Va {name} Pq Dq {shown}\n" in src, f"{name} (default {default!r})"
+
+
+def test_every_knob_with_its_default_in_readme():
+    text = README.read_text()
+    for name, (default, _meaning) in KNOBS.items():
+        shown = f"`{default}`" if default else "(empty)"
+        assert re.search(rf"^\| `{name}` \| {re.escape(shown)} \|", text, re.M), (
+            f"README knob table: {name} (default {default!r})")
+
+
+def test_knob_tables_list_nothing_else():
+    documented = set(re.findall(r"^\.It Va (vmgenc_\w+) Pq", HOOKS.read_text(), re.M))
+    assert documented == set(KNOBS)
+    rows = set(re.findall(r"^\| `(vmgenc_\w+)` \|", README.read_text(), re.M))
+    assert rows == set(KNOBS)
+
+
+@mandoc
+def test_every_exit_code_documented():
+    body = section(render(CTL), "EXIT STATUS")
+    documented = {int(n) for n in re.findall(r"^\s{5}(\d+)\s", body, re.M)}
+    codes = {v for k, v in vars(exitcodes).items() if k.isupper() and isinstance(v, int)}
+    assert codes <= documented, f"undocumented exit codes: {sorted(codes - documented)}"
+
+
+@mandoc
+def test_classes_documented_everywhere():
+    ctl, hooks, readme = render(CTL), render(HOOKS), README.read_text()
+    for cls in (*CLASSES, "no-id"):
+        assert re.search(rf"^\s+{cls}\s", section(ctl, "DESCRIPTION"), re.M), cls
+        assert re.search(rf"^\s+{cls}\s", section(hooks, "DESCRIPTION"), re.M), cls
+        assert f"| `{cls}` |" in readme, cls
+
+
+@mandoc
+def test_history_json_fields_and_hook_statuses_documented():
+    body = section(render(CTL), "DESCRIPTION")
+    for field in HISTORY_FIELDS:
+        assert re.search(rf"\b{field}\b", body), field
+    for status in STATUSES:
+        assert re.search(rf"\b{status}\b", body), status
+
+
+@mandoc
+def test_hook_environment_and_builtins_documented():
+    body = section(render(HOOKS), "DESCRIPTION")
+    ctx = HookContext(Config(), new_guid="x", old_guid=None, cls="clone", source="boot")
+    for var in (*ctx.env(), "VMGENC_DRY_RUN"):
+        assert re.search(rf"^\s+{var}\s", body, re.M), var
+    for name in (*BUILTIN_HOOKS, SITE):
+        assert re.search(rf"\b{name}\b", body), name
+    for skipped in ("~", ".sample", ".disabled", ".orig"):
+        assert f"`{skipped}'" in body
+
+
+def test_files_under_prefix_are_in_the_port_plist():
+    plist = (TOP / "port" / "pkg-plist").read_text().split("\n")
+    entries = {ln.split()[-1] for ln in plist if ln.strip()}
+    for page in (CTL, HOOKS):
+        for path in re.findall(r"^\.It Pa /usr/local/(\S+)", page.read_text(), re.M):
+            assert path.rstrip("/") in entries, f"{page.name}: /usr/local/{path} not in pkg-plist"
+
+
+def test_readme_keeps_its_first_sections_and_names_both_commands():
+    text = README.read_text()
+    heads = re.findall(r"^## (.+)$", text, re.M)
+    assert heads[:2] == ["Two commands", "Install on FreeBSD"]
+    for cmd in ("make demo", "make test"):
+        assert re.search(rf"^{cmd}\s", text, re.M), cmd
+    for section_name in ("Configure", "Write a hook", "Read the history",
+                         "Classes and what each triggers", "Troubleshooting", "How it is built"):
+        assert section_name in heads
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = README.read_text()
+    block = re.search(r"^## Two commands\n+```sh\n(.*?)```", readme, re.M | re.S).group(1)
+    test_cmd = next(ln.split("#")[0].strip() for ln in block.splitlines() if "test" in ln)
+    ci = (TOP / ".ci" / "run").read_text().splitlines()
+    runs = [ln.strip().removeprefix("exec ").strip() for ln in ci
+            if ln.strip() and not ln.lstrip().startswith("#")]
+    assert test_cmd in runs, f".ci/run does not run {test_cmd!r}: {runs}"
+
+
+def test_readme_install_steps():
+    text = README.read_text()
+    for step in ("pkg install", "make install", 'vmgenc_load="YES"', "kldload vmgenc",
+                 "sysrc vmgenc_enable=YES", "service devd restart", "service vmgenc start"):
+        assert step in text, step

@@ -1,0 +1,522 @@
+"""The reconcile guarantees of design §4 on a simulated VM, with simple hooks."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import stat
+import struct
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from conftest import set_guid, write_kernel
+from handler_hooks import RecordingHook, make_config, names_planner, read_log
+
+from vmgenc_tools import exitcodes, handler, log, simstate
+from vmgenc_tools.generation import Generation
+from vmgenc_tools.history import History, HistoryWriteError, Journal
+
+G2 = "11111111-2222-3333-4444-555555555555"
+G3 = "66666666-7777-4888-9999-aaaaaaaaaaaa"
+ZERO = "00000000-0000-0000-0000-000000000000"
+CLONE_HOOKS = ["sshd_keys", "hostid", "entropy", "site"]
+
+
+@pytest.fixture
+def env(kernel_root, tmp_path):
+    logfile = str(tmp_path / "hooks.log")
+    cfg = make_config(kernel_root)
+    return SimpleNamespace(root=kernel_root, log=logfile, cfg=cfg,
+                           plan=names_planner(logfile), paths=handler.Paths.of(cfg))
+
+
+@pytest.fixture
+def logged():
+    sink = log.capture()
+    yield sink
+    log.stop_capture(sink)
+
+
+def check(env, **kw):
+    kw.setdefault("config", env.cfg)
+    kw.setdefault("planner", env.plan)
+    return handler.check(env.root, **kw)
+
+
+def changes(env):
+    h = History.open_readonly(env.paths.db)
+    try:
+        return h.listing() if h else []
+    finally:
+        if h:
+            h.close()
+
+
+def cache(env):
+    with open(env.paths.last_guid) as f:
+        return f.read()
+
+
+def hexline(*texts):
+    return " ".join(Generation.parse(t).hex for t in texts)
+
+
+def set_boot_time(root, t):
+    with simstate.transaction(root) as st:
+        st.nodes["kern.boottime"].value = struct.pack("=qq", t, 0)
+
+
+# -- first run, no change, run-time change ------------------------------------------------
+
+
+def test_first_run_records_first_seen_and_runs_no_identity_hooks(env, logged):
+    assert check(env) == 0
+    (ch,) = changes(env)
+    assert (ch.cls, ch.status, ch.old_text, ch.source) == ("first-seen", "done", None, "manual")
+    assert read_log(env.log) == []
+    assert cache(env) == hexline("324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87") + "\ndone\n"
+    assert stat.S_IMODE(os.stat(env.paths.last_guid).st_mode) == 0o644
+    assert any("generation change #1: (none) -> 324e6eaf" in m for _, m in logged)
+
+
+def test_second_run_with_the_same_guid_records_nothing(env):
+    check(env)
+    assert check(env) == 0
+    assert len(changes(env)) == 1
+
+
+def test_run_time_change_is_a_clone_with_the_clone_hooks_once(env, logged):
+    check(env)
+    set_guid(env.root, G2)
+    assert check(env) == 0
+    first, ch = changes(env)
+    assert (ch.cls, ch.status, ch.old_text, ch.new_text) == ("clone", "done", first.new_text, G2)
+    assert [r.name for r in ch.latest_hooks()] == CLONE_HOOKS
+    assert read_log(env.log) == [(G2, "clone", n) for n in CLONE_HOOKS]
+    assert cache(env) == hexline(G2) + "\ndone\n"
+    assert any(f"generation change #2: {first.new_text} -> {G2} class clone" in m
+               for _, m in logged)
+    assert check(env) == 0 and len(read_log(env.log)) == 4
+
+
+def test_runtime_class_restore_runs_the_restore_hooks(env):
+    env.cfg = make_config(env.root, runtime_class="restore")
+    check(env)
+    set_guid(env.root, G2)
+    check(env)
+    assert changes(env)[-1].cls == "restore"
+    assert [n for _, _, n in read_log(env.log)] == ["entropy", "site"]
+
+
+# -- ordering and durability --------------------------------------------------------------
+
+
+def test_change_is_pending_before_any_hook_runs_and_cache_is_gone(env):
+    check(env)
+    seen = []
+
+    def look(ctx):
+        h = History.open_readonly(env.paths.db)
+        last = h.last_change()
+        seen.append((last.status, [(r.name, r.status) for r in last.hooks],
+                     os.path.exists(env.paths.last_guid)))
+        h.close()
+
+    def plan(config, cls):
+        return [RecordingHook("a", env.log, action=look), RecordingHook("b", env.log, action=look)]
+
+    set_guid(env.root, G2)
+    check(env, planner=plan)
+    assert seen == [("pending", [("a", "running")], False),
+                    ("pending", [("a", "ok"), ("b", "running")], False)]
+    assert changes(env)[-1].status == "done"
+
+
+def test_lock_is_held_while_hooks_run(env):
+    check(env)
+    tries = []
+
+    def try_lock(ctx):
+        other = handler.RootLock.acquire(env.paths.lock, blocking=False)
+        tries.append(other)
+        if other:
+            other.release()
+        tries.append(handler.holder_pid(env.paths.lock))
+
+    set_guid(env.root, G2)
+    check(env, planner=lambda c, k: [RecordingHook("a", env.log, action=try_lock)])
+    assert tries == [None, os.getpid()]
+    assert handler.holder_pid(env.paths.lock) is None  # cleared on release
+
+
+def test_interrupted_hooks_are_resumed_and_ok_hooks_never_rerun(env, logged):
+    class Killed(BaseException):
+        pass
+
+    check(env)
+    dying = [True]
+
+    def die(ctx):
+        if dying:
+            dying.clear()
+            raise Killed()
+
+    def plan(config, cls):
+        return [RecordingHook("a", env.log), RecordingHook("b", env.log, action=die),
+                RecordingHook("c", env.log)]
+
+    set_guid(env.root, G2)
+    with pytest.raises(Killed):
+        check(env, planner=plan)
+    ch = changes(env)[-1]
+    assert ch.status == "pending"
+    assert [(r.name, r.status) for r in ch.hooks] == [("a", "ok"), ("b", "running")]
+    assert not os.path.exists(env.paths.last_guid)
+    assert check(env, planner=plan) == 0
+    ch = changes(env)[-1]
+    assert ch.status == "done"
+    assert [(r.name, r.attempt, r.status) for r in ch.hooks] == [
+        ("a", 1, "ok"), ("b", 1, "failed"), ("b", 2, "ok"), ("c", 1, "ok")]
+    assert "interrupted" in ch.hooks[1].output
+    assert [n for _, _, n in read_log(env.log)] == ["a", "b", "b", "c"]
+    assert any("resuming hooks" in m for _, m in logged)
+
+
+def test_change_during_hooks_is_recorded_after_this_one_settles(env):
+    check(env)
+    moved = []
+
+    def bump(ctx):
+        if not moved:
+            moved.append(ctx.new_guid)
+            set_guid(env.root, G3)
+
+    def plan(config, cls):
+        return [RecordingHook("a", env.log, action=bump), RecordingHook("b", env.log)]
+
+    set_guid(env.root, G2)
+    assert check(env, planner=plan) == 0
+    _, second, third = changes(env)
+    assert (second.new_text, second.status) == (G2, "done")
+    assert (third.old_text, third.new_text, third.status) == (G2, G3, "done")
+    assert second.settled_at <= third.detected_at
+    assert read_log(env.log) == [(G2, "clone", "a"), (G2, "clone", "b"),
+                                 (G3, "clone", "a"), (G3, "clone", "b")]
+    assert cache(env) == hexline(G3) + "\ndone\n"
+
+
+# -- failures and retry -------------------------------------------------------------------
+
+
+def test_failed_hook_fails_the_change_and_retry_reruns_only_it(env, capsys):
+    check(env)
+    broken = {"b": True}
+
+    def plan(config, cls):
+        return [RecordingHook("a", env.log), RecordingHook("b", env.log, fail=broken["b"])]
+
+    set_guid(env.root, G2)
+    assert check(env, planner=plan) == exitcodes.PENDING_OR_FAILED
+    assert changes(env)[-1].status == "failed"
+    assert cache(env) == hexline(G2) + "\nfailed\n"
+    assert check(env, planner=plan) == exitcodes.PENDING_OR_FAILED  # settled, still failed
+    assert [n for _, _, n in read_log(env.log)] == ["a", "b"]
+    broken["b"] = False
+    capsys.readouterr()
+    assert handler.retry(env.root, config=env.cfg, planner=plan) == 0
+    assert "done (a ok, b ok)" in capsys.readouterr().out
+    ch = changes(env)[-1]
+    assert ch.status == "done" and [(r.name, r.attempt) for r in ch.latest_hooks()] == [
+        ("a", 1), ("b", 2)]
+    assert [n for _, _, n in read_log(env.log)] == ["a", "b", "b"]
+    assert cache(env) == hexline(G2) + "\ndone\n"
+    assert handler.retry(env.root, config=env.cfg, planner=plan) == 0
+    assert "nothing to retry" in capsys.readouterr().out
+
+
+def test_stop_on_failure_skips_the_rest(env):
+    env.cfg = make_config(env.root, hook_stop_on_failure="YES")
+    check(env)
+
+    def plan(config, cls):
+        return [RecordingHook("a", env.log, fail=True), RecordingHook("b", env.log),
+                RecordingHook("c", env.log)]
+
+    set_guid(env.root, G2)
+    assert check(env, planner=plan) == 1
+    ch = changes(env)[-1]
+    assert [(r.name, r.status) for r in ch.latest_hooks()] == [
+        ("a", "failed"), ("b", "skipped"), ("c", "skipped")]
+    assert [n for _, _, n in read_log(env.log)] == ["a"]
+
+
+def test_a_hook_that_raises_is_a_failed_hook(env, logged):
+    check(env)
+
+    class Buggy:
+        name = "buggy"
+
+        def run(self, ctx):
+            raise RuntimeError("kaputt")
+
+    set_guid(env.root, G2)
+    assert check(env, planner=lambda c, k: [Buggy(), RecordingHook("b", env.log)]) == 1
+    runs = {r.name: r for r in changes(env)[-1].hooks}
+    assert runs["buggy"].status == "failed" and "kaputt" in runs["buggy"].output
+    assert runs["b"].status == "ok"
+    assert any(level == "err" and "hook buggy raised" in m for level, m in logged)
+
+
+# -- no ID, forced classes, signals --------------------------------------------------------
+
+
+def test_all_zero_guid_is_a_warning_row_without_hooks(env, logged):
+    write_kernel(env.root, [ZERO])
+    assert check(env) == 0
+    (row,) = changes(env)
+    assert (row.cls, row.status) == ("no-id", "done") and "all-zero" in row.warning
+    assert check(env) == 0 and len(changes(env)) == 1
+    assert any(level == "warning" and "no ID" in m for level, m in logged)
+    set_guid(env.root, G2)  # an ID appears: the first real generation
+    check(env)
+    assert [c.cls for c in changes(env)] == ["no-id", "first-seen"]
+    assert read_log(env.log) == []
+
+
+def test_zero_spell_then_same_id_is_no_change(env):
+    check(env)
+    set_guid(env.root, ZERO)
+    check(env)
+    set_guid(env.root, "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87")
+    assert check(env) == 0
+    assert [c.cls for c in changes(env)] == ["first-seen", "no-id"]
+    assert cache(env).endswith("\ndone\n")
+    set_guid(env.root, G2)
+    check(env)
+    last = changes(env)[-1]
+    assert (last.cls, last.old_text) == ("clone", "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87")
+
+
+def test_intent_file_forces_the_next_change_only(env):
+    check(env)
+    with open(env.paths.intent, "w") as f:
+        f.write("restore\n")
+    set_guid(env.root, G2)
+    check(env)
+    assert (changes(env)[-1].cls, changes(env)[-1].forced) == ("restore", "intent")
+    assert not os.path.exists(env.paths.intent)
+    set_guid(env.root, G3)
+    check(env)
+    assert (changes(env)[-1].cls, changes(env)[-1].forced) == ("clone", None)
+
+
+def test_an_intent_left_by_a_crash_after_commit_is_not_reused(env):
+    check(env)
+    with open(env.paths.intent, "w") as f:
+        f.write("restore\n")
+    keep = env.paths.intent + ".keep"
+    os.link(env.paths.intent, keep)
+    set_guid(env.root, G2)
+    check(env)
+    os.link(keep, env.paths.intent)  # the same file again: as if unlink never happened
+    set_guid(env.root, G3)
+    check(env)
+    assert changes(env)[-1].cls == "clone"
+
+
+def test_an_invalid_intent_is_ignored_with_a_warning(env, logged):
+    check(env)
+    with open(env.paths.intent, "w") as f:
+        f.write("teleport\n")
+    set_guid(env.root, G2)
+    check(env)
+    assert changes(env)[-1].cls == "clone"
+    assert any("'teleport' is not a class" in m for _, m in logged)
+
+
+def test_check_class_forces_this_change(env, capsys):
+    check(env)
+    set_guid(env.root, G2)
+    check(env, forced="platform-restart")
+    assert (changes(env)[-1].cls, changes(env)[-1].forced) == ("platform-restart", "cli")
+    capsys.readouterr()
+    check(env, forced="clone")
+    assert "--class was not used" in capsys.readouterr().err
+
+
+def test_signals_are_recorded(env):
+    check(env)
+    (ch,) = changes(env)
+    assert ch.smbios_uuid == "8a5d2c1e-4b7f-4c3a-9e21-7d6b5a4f3e2d"
+    assert ch.macs == ("52:54:00:12:34:56",) and ch.vm_guest == "kvm"
+    assert ch.hostuuid and isinstance(ch.boot_time, int)
+
+
+def test_every_unit_is_compared(env):
+    write_kernel(env.root, [G2, G3])
+    check(env)
+    assert cache(env) == hexline(G2, G3) + "\ndone\n"
+    set_guid(env.root, "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87", unit=1)
+    check(env)
+    ch = changes(env)[-1]
+    assert ch.guids == hexline(G2, "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87")
+    assert ch.new_text == G2 and ch.cls == "clone"
+
+
+# -- boots: bhyve and cold clones ----------------------------------------------------------
+
+
+def test_bhyve_ten_boots_are_platform_restarts_and_a_cold_clone_is_one_clone(env):
+    smbios, macs = "8a5d2c1e-4b7f-4c3a-9e21-7d6b5a4f3e2d", {"vtnet0": "58:9c:fc:00:00:01"}
+    write_kernel(env.root, vm_guest="bhyve", smbios_uuid=smbios, macs=macs)
+    check(env, source="boot")
+    for _ in range(10):  # bhyve: a new GUID at every start, same SMBIOS UUID and MACs
+        write_kernel(env.root, [str(uuid.uuid4())], vm_guest="bhyve", smbios_uuid=smbios,
+                     macs=macs)
+        assert check(env, source="boot") == 0
+    rows = changes(env)
+    assert [c.cls for c in rows] == ["first-seen"] + ["platform-restart"] * 10
+    names = [n for _, _, n in read_log(env.log)]
+    assert "sshd_keys" not in names and "hostid" not in names
+    assert names == ["entropy", "site"] * 10
+    clone_guid = str(uuid.uuid4())
+    write_kernel(env.root, [clone_guid], vm_guest="bhyve",
+                 smbios_uuid=str(uuid.uuid4()), macs={"vtnet0": "58:9c:fc:00:00:99"})
+    assert check(env, source="boot") == 0
+    assert [c.cls for c in changes(env)].count("clone") == 1
+    assert [n for g, _, n in read_log(env.log) if g == clone_guid] == CLONE_HOOKS
+
+
+def test_manual_check_after_reboot_uses_boot_rules(env):
+    set_boot_time(env.root, 1000)
+    check(env)
+    set_guid(env.root, G2)
+    set_boot_time(env.root, 2000)
+    check(env)
+    assert changes(env)[-1].cls == "platform-restart"
+
+
+# -- expect, dry run ------------------------------------------------------------------------
+
+
+def test_expect(env, capsys):
+    check(env)
+    set_guid(env.root, G2)
+    assert check(env, expect=Generation.parse(G3)) == exitcodes.EXPECT_FAILED
+    assert f"the generation is {G2}, not {G3}" in capsys.readouterr().err
+    assert check(env, expect=Generation.parse(G2)) == 0
+    assert check(env, expect=Generation.parse(Generation.parse(G2).hex)) == 0
+
+
+def test_dry_run_writes_nothing(env, capsys):
+    assert check(env, dry_run=True) == 0
+    assert "would record: (first seen) -> 324e6eaf" in capsys.readouterr().out
+    assert not os.path.exists(env.paths.db)
+    check(env)
+    before = cache(env)
+    set_guid(env.root, G2)
+    check(env, dry_run=True)
+    out = capsys.readouterr().out
+    assert f"-> {G2} as clone" in out and "hooks: sshd_keys hostid entropy site" in out
+    assert len(changes(env)) == 1 and cache(env) == before and read_log(env.log) == []
+
+
+# -- the database cannot be written ---------------------------------------------------------
+
+
+def test_disk_full_hooks_still_run_and_the_next_run_records_without_rerunning(env, mocker,
+                                                                               capsys):
+    check(env)
+    set_guid(env.root, G2)
+    full = mocker.patch.object(History, "_insert_change",
+                               side_effect=sqlite3.OperationalError("database or disk is full"))
+    assert check(env) == exitcodes.STATE
+    assert "database or disk is full" in capsys.readouterr().err
+    assert read_log(env.log) == [(G2, "clone", n) for n in CLONE_HOOKS]
+    assert not os.path.exists(env.paths.last_guid)
+    assert os.path.exists(env.paths.journal)
+    assert len(changes(env)) == 1
+    mocker.stop(full)
+    assert check(env) == 0
+    ch = changes(env)[-1]
+    assert (ch.new_text, ch.cls, ch.status) == (G2, "clone", "done")
+    assert [r.status for r in ch.latest_hooks()] == ["ok"] * 4
+    assert len(read_log(env.log)) == 4  # not run again
+    assert cache(env) == hexline(G2) + "\ndone\n"
+    assert not os.path.exists(env.paths.journal)
+
+
+def test_database_turning_read_only_during_hooks(env, mocker):
+    check(env)
+    broken = []
+    real = History._write
+
+    @contextlib.contextmanager
+    def write(self, what):
+        if broken:
+            raise HistoryWriteError(f"cannot record {what} in {self.path}: "
+                                    "attempt to write a readonly database")
+        with real(self, what) as c:
+            yield c
+
+    mocker.patch.object(History, "_write", write)
+
+    def plan(config, cls):
+        return [RecordingHook("a", env.log, action=lambda ctx: broken.append(1)),
+                RecordingHook("b", env.log)]
+
+    set_guid(env.root, G2)
+    assert check(env, planner=plan) == exitcodes.STATE
+    ch = changes(env)[-1]
+    assert ch.status == "pending" and [(r.name, r.status) for r in ch.hooks] == [
+        ("a", "running")]
+    broken.clear()
+    assert check(env, planner=plan) == 0
+    ch = changes(env)[-1]
+    assert ch.status == "done" and [(r.name, r.status) for r in ch.latest_hooks()] == [
+        ("a", "ok"), ("b", "ok")]
+    assert [n for _, _, n in read_log(env.log)] == ["a", "b"]
+
+
+def test_while_still_unwritable_the_journal_stands_in_for_the_database(env, mocker):
+    check(env)
+    set_guid(env.root, G2)
+    mocker.patch.object(History, "_insert_change",
+                        side_effect=sqlite3.OperationalError("database or disk is full"))
+    assert check(env) == exitcodes.STATE
+    assert check(env) == exitcodes.STATE  # still full: nothing new, nothing rerun
+    assert len(read_log(env.log)) == 4
+    mocker.stopall()
+    assert check(env) == 0 and len(read_log(env.log)) == 4
+    assert [c.new_text for c in changes(env)][-1] == G2 and len(changes(env)) == 2
+
+
+def test_when_even_the_journal_fails_the_next_run_handles_the_change_again(env, mocker,
+                                                                          logged):
+    check(env)
+    set_guid(env.root, G2)
+    mocker.patch.object(History, "_insert_change",
+                        side_effect=sqlite3.OperationalError("database or disk is full"))
+    mocker.patch.object(Journal, "append", side_effect=OSError(errno.ENOSPC, "No space left"))
+    assert check(env) == exitcodes.STATE
+    assert any("run its hooks again" in m for _, m in logged)
+    mocker.stopall()
+    assert check(env) == 0
+    assert changes(env)[-1].status == "done"
+    assert len(read_log(env.log)) == 8
+
+
+def test_unusable_database_is_exit_8_and_runs_nothing(env):
+    os.makedirs(env.paths.dbdir, exist_ok=True)
+    with open(env.paths.db, "wb") as f:
+        f.write(b"garbage" * 1000)
+    from vmgenc_tools.fastcheck import exit_code_for
+    from vmgenc_tools.history import HistoryError
+
+    with pytest.raises(HistoryError) as e:
+        check(env)
+    assert exit_code_for(e.value) == exitcodes.STATE
+    assert read_log(env.log) == []

@@ -1,0 +1,148 @@
+"""Hypervisor presets: ACPI paths and IDs as FreeBSD sees them, and when each changes the GUID."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmgenc_tools import exitcodes, simstate
+from vmgenc_tools.reference.hypervisor import PRESETS
+from vmgenc_tools.reference.vm import SimError, SimulatedVM
+
+IDS = {
+    "qemu": ("\\_SB_.VGEN", "_HID=QEMUVGID _UID=0 _CID=VM_GEN_COUNTER", "kvm", "vtnet0",
+             "52:54:00"),
+    "bhyve": ("\\_SB_.GENC", "_HID=BHYVE_V_GEN_COUNTER_V1 _UID=0 _CID=VM_GEN_COUNTER", "bhyve",
+              "vtnet0", "58:9c:fc"),
+    "xen": ("\\_SB_.PCI0.ISA_.VGID", "_HID=XEN0000 _UID=0 _CID=VM_GEN_COUNTER", "xen", "xn0",
+            "00:16:3e"),
+    "hyperv": ("\\_SB_.GENC", "_HID=MSFT1002 _UID=0 _CID=VM_GEN_COUNTER", "hv", "hn0",
+               "00:15:5d"),
+    "firecracker": ("\\_SB_.VGEN", "_HID=FCVMGID _UID=0 _CID=VM_GEN_COUNTER", "kvm", "vtnet0",
+                    "06:00:ac"),
+}
+
+
+def make_vm(tmp_path, hv: str, **kw) -> SimulatedVM:
+    vm = SimulatedVM(str(tmp_path / hv))
+    vm.init(hv, ssh_keys=False, **kw)
+    return vm
+
+
+def string_oid(root: str, name: str) -> str:
+    return simstate.load(root).nodes[name].value.rstrip(b"\0").decode()
+
+
+@pytest.mark.parametrize("hv", sorted(IDS))
+def test_preset_path_ids_and_attach_record(tmp_path, hv):
+    path, pnp, vm_guest, nic, oui = IDS[hv]
+    vm = make_vm(tmp_path, hv)
+    assert vm.drain_devctl() == [f"+vmgenc0 at handle={path} {pnp} on acpi0\n"]
+    assert string_oid(vm.root, "dev.vmgenc.0.%location") == f"handle={path}"
+    assert string_oid(vm.root, "dev.vmgenc.0.%pnpinfo") == pnp
+    assert string_oid(vm.root, "kern.vm_guest") == vm_guest
+    ifaces = simstate.load(vm.root).ifaces
+    assert list(ifaces) == [nic] and ifaces[nic].startswith(oui + ":")
+
+
+@pytest.mark.parametrize("hv", [h for h in sorted(IDS) if PRESETS[h].runtime_notify])
+def test_preset_runtime_change_line_names_the_device_path(tmp_path, hv):
+    vm = make_vm(tmp_path, hv)
+    res = vm.restore()
+    assert res.changed
+    assert res.records == [f"!system=ACPI subsystem=VMGenerationCounter type={IDS[hv][0]} "
+                           "notify=0x00\n"]
+
+
+def test_hyperv_declares_both_cids(tmp_path):
+    ns = PRESETS["hyperv"].build_namespace(1)
+    assert ns.AcpiGetObjectInfo("\\_SB_.GENC").cids == (
+        "VM_GEN_COUNTER", "VMGENCTR", "HYPER_V_GEN_COUNTER_V1")
+
+
+def test_bhyve_hid_is_a_method_and_addr_a_name():
+    ns = PRESETS["bhyve"].build_namespace(1)
+    assert ns.objects["\\_SB_.GENC._HID"]["kind"] == "method"
+    assert ns.objects["\\_SB_.GENC.ADDR"]["kind"] == "name"
+    assert PRESETS["firecracker"].build_namespace(1).objects["\\_SB_.VGEN.ADDR"]["kind"] \
+        == "name"
+
+
+def test_qemu_addr_points_40_bytes_into_the_vgia_blob():
+    p = PRESETS["qemu"]
+    ns = p.build_namespace(1)
+    addr = ns.AcpiEvaluateObject("\\_SB_.VGEN", "ADDR", 72)
+    assert addr.elements[0].value == ns.AcpiEvaluateObject("\\", "VGIA", 72).value + 40
+    assert addr.elements[0].value == p.guid_address(0)
+
+
+# -- GUID-change semantics ------------------------------------------------------------------
+
+def cached(vm: SimulatedVM):
+    return vm.cached_guids()[0]
+
+
+def test_qemu_guid_auto_is_new_at_every_start_kept_over_reboot(tmp_path):
+    vm = make_vm(tmp_path, "qemu")
+    g0 = cached(vm)
+    vm.reboot()
+    assert cached(vm) == g0
+    vm.boot()
+    assert cached(vm) != g0
+
+
+def test_qemu_fixed_guid_survives_restarts(tmp_path):
+    vm = make_vm(tmp_path, "qemu", guid="324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87")
+    assert cached(vm).hex == "0xaf6e4e32d1d1f64bbf41b9bb6c91fb87"
+    vm.boot()
+    vm.reboot()
+    assert cached(vm).text == "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87"
+
+
+def test_bhyve_new_guid_every_start_including_reboot_and_never_a_notify(tmp_path):
+    vm = make_vm(tmp_path, "bhyve")
+    seen = {cached(vm)}
+    vm.reboot()
+    seen.add(cached(vm))
+    vm.boot()
+    seen.add(cached(vm))
+    assert len(seen) == 3
+    records = vm.drain_devctl()
+    assert all(r.startswith("+vmgenc0 ") for r in records)       # attach records only
+    for op in (vm.clone, vm.restore):
+        with pytest.raises(SimError) as e:
+            op()
+        assert e.value.code == exitcodes.USAGE and "cold-clone" in str(e.value)
+
+
+def test_firecracker_new_guid_at_every_create_and_snapshot_load(tmp_path):
+    vm = make_vm(tmp_path, "firecracker")
+    g0 = cached(vm)
+    vm.boot()
+    g1 = cached(vm)
+    res = vm.restore()
+    assert len({g0, g1, cached(vm)}) == 3 and res.records
+
+
+@pytest.mark.parametrize("hv", ["xen", "hyperv"])
+def test_xen_and_hyperv_change_only_on_clone_or_restore(tmp_path, hv):
+    vm = make_vm(tmp_path, hv)
+    g0 = cached(vm)
+    vm.boot()
+    vm.reboot()
+    assert cached(vm) == g0
+    vm.clone()
+    g1 = cached(vm)
+    vm.restore()
+    assert len({g0, g1, cached(vm)}) == 3
+
+
+@pytest.mark.parametrize("hv", sorted(IDS))
+def test_cold_clone_changes_guid_at_next_start_without_an_event(tmp_path, hv):
+    vm = make_vm(tmp_path, hv)
+    vm.drain_devctl()
+    g0 = cached(vm)
+    res = vm.cold_clone(guid="9b8c3a4e-1f2d-4c5b-8a7e-6d5c4b3a2910")
+    assert res.records == []
+    vm.boot()
+    assert cached(vm).text == "9b8c3a4e-1f2d-4c5b-8a7e-6d5c4b3a2910" != g0.text
+    assert [r[0] for r in vm.drain_devctl()] == ["+"]     # no VMGenerationCounter line

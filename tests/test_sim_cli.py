@@ -1,0 +1,136 @@
+"""``vmgenctl sim …``: the command-line face of the simulated VM (design §3)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from vmgenc_tools import exitcodes, simstate
+from vmgenc_tools.cli import run
+from vmgenc_tools.reference.vm import SimulatedVM
+
+QEMU_GUID = "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87"
+QEMU_DUMP = "0xaf6e4e32d1d1f64bbf41b9bb6c91fb87"
+DEVD_CONF = """\
+notify 10 {
+\tmatch "system" "ACPI";
+\tmatch "subsystem" "VMGenerationCounter";
+\taction "printf '%s %s\\n' $type $notify >> ${VMGENC_ROOT}/seen";
+};
+"""
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A QEMU VM made by the model (no host keys: the CLI init test makes real ones)."""
+    r = str(tmp_path / "vm")
+    SimulatedVM(r).init("qemu", guid=QEMU_GUID, ssh_keys=False)
+    return r
+
+
+def sim(root: str, *args: str) -> int:
+    return run(["--root", root, "sim", *args])
+
+
+def test_sim_init_creates_an_attached_vm(tmp_path, capsys):
+    r = str(tmp_path / "vm")
+    assert sim(r, "init", "--hypervisor", "xen", "--guid", QEMU_GUID) == 0
+    out = capsys.readouterr().out
+    assert f"\\_SB_.PCI0.ISA_.VGID: {QEMU_GUID}  ({QEMU_DUMP})" in out
+    assert simstate.is_simulated(r)
+    assert os.path.exists(os.path.join(r, "etc", "ssh", "ssh_host_ed25519_key"))
+
+
+def test_sim_init_rejects_an_unknown_hypervisor(tmp_path, capsys):
+    assert sim(str(tmp_path / "vm"), "init", "--hypervisor", "vmware") == exitcodes.USAGE
+    assert not os.path.exists(str(tmp_path / "vm" / ".vmgenc-sim"))
+
+
+def test_sim_sysctl_renderings(root, capfdbinary):
+    assert sim(root, "sysctl", "dev.vmgenc.0.guid") == 0
+    assert capfdbinary.readouterr().out == b""
+    assert sim(root, "sysctl", "-x", "dev.vmgenc.0.guid") == 0
+    assert capfdbinary.readouterr().out == \
+        f"dev.vmgenc.0.guid: Format: Length:16 Dump:{QEMU_DUMP}\n".encode()
+    assert sim(root, "sysctl", "-b", "dev.vmgenc.0.guid") == 0
+    assert capfdbinary.readouterr().out == bytes.fromhex(QEMU_DUMP[2:])
+    assert sim(root, "sysctl", "-o", "dev.vmgenc.0.guid") == 0
+    assert capfdbinary.readouterr().out.endswith(b"...\n")
+
+
+def test_sim_sysctl_unknown_oid_exits_1(root, capfd):
+    assert sim(root, "sysctl", "dev.vmgenc.3.guid") == 1
+    assert capfd.readouterr().err == "sysctl: unknown oid 'dev.vmgenc.3.guid'\n"
+
+
+def test_sim_clone_hands_the_devctl_line_to_devd(root, capsys):
+    with open(os.path.join(root, "etc", "devd.conf"), "w") as f:
+        f.write(DEVD_CONF)
+    SimulatedVM(root).drain_devctl()
+    assert sim(root, "clone") == 0
+    out = capsys.readouterr().out
+    assert f"vmgenc0: {QEMU_GUID} -> " in out
+    assert "devctl: !system=ACPI subsystem=VMGenerationCounter type=\\_SB_.VGEN notify=0x00" \
+        in out
+    with open(os.path.join(root, "seen")) as f:
+        assert f.read() == "\\_SB_.VGEN 0x00\n"      # devd's $'…' quoting, decoded by sh
+    assert SimulatedVM(root).drain_devctl() == []
+
+
+def test_sim_restore_with_a_broken_devd_conf_keeps_the_record(root, capsys):
+    with open(os.path.join(root, "etc", "devd.conf"), "w") as f:
+        f.write("notify 10 { match ; };\n")
+    SimulatedVM(root).drain_devctl()
+    assert sim(root, "restore") == exitcodes.CONFIG
+    assert "syntax error" in capsys.readouterr().err
+    assert len(SimulatedVM(root).drain_devctl()) == 1
+
+
+@pytest.mark.parametrize("command", ["boot", "reboot"])
+def test_sim_boot_runs_the_boot_check_and_returns_its_status(root, capsys, command):
+    assert os.path.exists(os.path.join(root, "etc", "rc.conf"))
+    rc = sim(root, command)
+    with open(os.path.join(root, "var", "db", "vmgenc", "last-guid")) as f:
+        line1, line2 = f.read().splitlines()[:2]
+    live = SimulatedVM(root).cached_guids()[0]
+    assert line1 == live.hex                         # qemu guid fixed: same GUID, recorded
+    assert rc == (exitcodes.OK if line2 == "done" else exitcodes.PENDING_OR_FAILED)
+
+
+def test_sim_cold_clone_then_clone_refused_until_boot(root, capsys):
+    assert sim(root, "cold-clone", "--guid", "9b8c3a4e-1f2d-4c5b-8a7e-6d5c4b3a2910") == 0
+    out = capsys.readouterr().out
+    assert "-> 9b8c3a4e-1f2d-4c5b-8a7e-6d5c4b3a2910 at next boot" in out
+    assert sim(root, "clone") == exitcodes.STATE
+    assert "powered off" in capsys.readouterr().err
+
+
+def test_sim_notify_values(root, capsys):
+    assert sim(root, "notify") == 0
+    assert "notify 0x80: no change, no event" in capsys.readouterr().out
+    assert sim(root, "notify", "--value", "0x81") == 0
+    assert "console: vmgenc0: unknown notify 0x81" in capsys.readouterr().out
+    assert sim(root, "notify", "--value", "eighty") == exitcodes.USAGE
+
+
+def test_sim_clone_on_bhyve_is_refused(tmp_path, capsys):
+    r = str(tmp_path / "bhyve")
+    SimulatedVM(r).init("bhyve", ssh_keys=False)
+    assert sim(r, "clone") == exitcodes.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("vmgenctl: bhyve never notifies") and err.count("\n") == 1
+
+
+def test_sim_dmesg_and_info(root, capsys):
+    assert sim(root, "dmesg") == 0
+    assert capsys.readouterr().out.startswith("vmgenc0: <VM Generation Counter> on acpi0\n")
+    assert sim(root, "info", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["hypervisor"] == "qemu" and info["cached_raw"] == [QEMU_DUMP]
+
+
+def test_sim_commands_without_a_vm(tmp_path, capsys):
+    assert sim(str(tmp_path / "none"), "clone") == exitcodes.STATE
+    assert "sim init" in capsys.readouterr().err

@@ -1,0 +1,779 @@
+"""The reconcile step: lock → read all units → compare → classify → record → hooks → settle.
+
+Guarantees (design §4), and how they are kept:
+
+1. *One reconcile at a time per root*: ``flock`` on ``${dbdir}/lock``
+   (:class:`RootLock`).  ``check``/boot/``retry`` wait for it; the devd entry
+   never waits (devd must not block) — if the lock is busy it leaves its event
+   in ``${dbdir}/devd-event`` and returns, and whoever holds the lock re-reads
+   the GUIDs after releasing it (:func:`drive`), so the change is not lost.
+2. *Pending before hooks, hooks once*: the change is committed ``pending``
+   before any hook starts; each hook attempt is committed ``running`` before
+   it starts and finished after.  A hook recorded ``ok`` is never run again
+   for that change; attempts a killed run left ``running`` become ``failed``
+   and are resumed by the next check, boot or ``retry``.
+3. *A change during hooks is recorded after this one settles*: pending work is
+   always settled first, then the GUIDs are read again, in a loop until they
+   stop changing.
+4. *devd returns fast*: it records the change and hands the lock and the hooks
+   to a detached worker (``setsid``; :mod:`.worker`).
+5. *All-zero GUID*: recorded once as a ``no-id`` warning, no hooks, not a
+   change.  *First run*: ``first-seen``, which runs no identity hooks by default.
+
+The ``last-guid`` file (see :mod:`.fastcheck`) is removed before anything is
+recorded or resumed and written back, atomically, only once everything has
+settled, so "file present and equal" always means "nothing to do".
+
+When the database cannot be written, the hooks still run and what happened is
+kept in the fallback journal (:class:`.history.Journal`) for the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import exitcodes, log
+from .classify import classify
+from .config import CLASSES, Config
+from .fastcheck import load_config, read_last_guid
+from .generation import Generation
+from .history import (
+    JOURNAL_NAME,
+    NO_ID,
+    Change,
+    History,
+    HistoryWriteError,
+    HookRun,
+    Journal,
+    ensure_dir,
+    utc_now,
+)
+from .hooks.base import STATUSES, Hook, HookContext, HookResult
+from .platform import NoDevice, Snapshot, read_guids, read_snapshot
+from .sysctl import Backend, get_backend
+
+Planner = Callable[[Config, str], "list[Hook]"]
+
+WORKERS: list = []  # Popen objects of workers started by this process (tests wait on them)
+
+
+def default_planner(config: Config, cls: str) -> list[Hook]:
+    """The hook runner's plan: built-ins in the configured order, then site hooks."""
+    from .hooks.runner import plan
+
+    return list(plan(config, cls))
+
+
+def guid_line(guids: tuple[Generation, ...] | list[Generation]) -> str:
+    """Line 1 of ``last-guid``: every unit's raw GUID as ``sysctl -x`` prints it."""
+    return " ".join(g.hex for g in guids)
+
+
+def covering(latest: Change | None, last_real: Change | None, line: str) -> Change | None:
+    """The record that accounts for the live GUIDs ``line``, or None (not recorded yet)."""
+    if latest is not None and latest.guids == line:
+        return latest
+    if latest is not None and latest.is_no_id and last_real is not None \
+            and last_real.guids == line:
+        return last_real  # the ID came back unchanged after an all-zero spell
+    return None
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Files under ``${root}${vmgenc_dbdir}``."""
+
+    dbdir: str
+    db: str
+    lock: str
+    last_guid: str
+    intent: str
+    devd_event: str
+    journal: str
+
+    @classmethod
+    def of(cls, config: Config) -> Paths:
+        d = config.path(config.dbdir)
+        j = os.path.join
+        return cls(d, config.db_path, j(d, "lock"), j(d, "last-guid"), j(d, "intent"),
+                   j(d, "devd-event"), j(d, JOURNAL_NAME))
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+    """temp file, fsync, rename, fsync the directory."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+# -- the lock ----------------------------------------------------------------------------
+
+
+class RootLock:
+    """``flock(LOCK_EX)`` on ``${dbdir}/lock``; the file holds the holder's pid."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+
+    @classmethod
+    def acquire(cls, path: str, *, blocking: bool = True) -> RootLock | None:
+        ensure_dir(os.path.dirname(path))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        lock = cls(fd, path)
+        lock.note_holder()
+        return lock
+
+    @classmethod
+    def adopt(cls, fd: int, path: str) -> RootLock:
+        """Take over a descriptor that already holds the lock (the devd → worker handoff)."""
+        os.set_inheritable(fd, False)
+        lock = cls(fd, path)
+        lock.note_holder()
+        return lock
+
+    def note_holder(self) -> None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = -1
+
+    def handed_off(self) -> None:
+        """Close our copy after a worker inherited the lock (it stays held; pid untouched)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def holder_pid(path: str) -> int | None:
+    """The pid of the process holding the lock, if one is alive (read without locking)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+# -- the reconciler ----------------------------------------------------------------------
+
+
+class Reconciler:
+    """One reconcile run for one root (the caller holds the lock)."""
+
+    def __init__(self, config: Config, *, planner: Planner | None = None,
+                 backend: Backend | None = None) -> None:
+        self.config = config
+        self.paths = Paths.of(config)
+        self.planner = planner or default_planner
+        self.backend = backend if backend is not None else get_backend(config.root)
+        self.journal = Journal(self.paths.journal)
+        self.degraded: str | None = None
+        self.handled: list[Change] = []
+        self.settled_line: str | None = None
+        self.current: Change | None = None
+        self._cache_gone = False
+
+    # -- reading -------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        return read_snapshot(self.backend)
+
+    def latest(self, hist: History | None, *, real_only: bool = False) -> Change | None:
+        if self.degraded:
+            entries = [e for e in self.journal.read() if e.get("kind") == "change"]
+            from .history import change_from_json
+
+            changes = [change_from_json(e["change"]) for e in entries]
+            changes = [c for c in changes if not (real_only and c.is_no_id)]
+            if changes:
+                return changes[-1]
+        return hist.last_change(real_only=real_only) if hist is not None else None
+
+    def plan(self, cls: str) -> list[Hook]:
+        if cls == NO_ID or not self.config.hooks_for(cls):
+            return []
+        return list(self.planner(self.config, cls))
+
+    def _read_intent(self, hist: History | None) -> tuple[str, str] | None:
+        """A class forced by the admin in ``${dbdir}/intent``, with the file's signature."""
+        path = self.paths.intent
+        try:
+            st = os.stat(path)
+            with open(path, encoding="utf-8", errors="replace") as f:
+                words = f.read().split()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            log.warning(f"cannot read {path}: {e.strerror}: ignored")
+            return None
+        sig = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+        last = self.latest(hist, real_only=True)
+        if last is not None and last.intent_sig == sig:
+            return None  # consumed already (a crash came between record and unlink)
+        cls = words[0] if words else ""
+        if cls not in CLASSES:
+            log.warning(f"{path}: {cls!r} is not a class (use one of {', '.join(CLASSES)}): "
+                        "ignored")
+            return None
+        return cls, sig
+
+    def _devd_event(self, snap: Snapshot, line: str) -> tuple[str, str] | None:
+        """``(acpi_path, timestamp)`` left by a devd entry for exactly these GUIDs, this boot."""
+        try:
+            with open(self.paths.devd_event, encoding="utf-8") as f:
+                fields = f.read().rstrip("\n").split("\t")
+        except (OSError, UnicodeDecodeError):
+            return None
+        if len(fields) == 4 and fields[0] == line and fields[1] == str(snap.boot_time):
+            return fields[2], fields[3]
+        return None
+
+    def detect(self, hist: History | None, snap: Snapshot, source: str, *,
+               forced: str | None = None,
+               devd: tuple[str, str] | None = None) -> Change | None:
+        """The change from the last record to ``snap``, classified; None if there is none."""
+        line = guid_line(snap.guids)
+        latest = self.latest(hist)
+        if latest is not None and latest.guids == line:
+            return None
+        gen = snap.generation
+        now = utc_now()
+        common = dict(detected_at=now, new_raw=gen.raw, new_text=gen.text, guids=line,
+                      smbios_uuid=snap.smbios_uuid, hostuuid=snap.hostuuid, macs=snap.macs,
+                      vm_guest=snap.vm_guest, boot_time=snap.boot_time)
+        if gen.is_zero:
+            return Change(
+                source=source, cls=NO_ID, status="done", settled_at=now,
+                old_raw=latest.new_raw if latest else None,
+                old_text=latest.new_text if latest else None,
+                reason="all-zero generation ID",
+                warning="the hypervisor presents an all-zero VM generation ID (no ID): "
+                        "nothing to compare, no hooks run", **common)
+        prev = self.latest(hist, real_only=True)
+        if prev is not None and prev.guids == line:
+            return None
+        src, acpi, stamp = source, None, None
+        if devd is not None:
+            acpi, stamp = devd
+        else:
+            seen = self._devd_event(snap, line)
+            if seen is not None:
+                src, (acpi, stamp) = "devd", seen
+        forced_by, intent_sig = None, None
+        if forced:
+            forced_by = "cli"
+        else:
+            intent = self._read_intent(hist)
+            if intent is not None:
+                (forced, intent_sig), forced_by = intent, "intent"
+        verdict = classify(prev, snap, src, runtime_class=self.config.runtime_class,
+                           forced=forced)
+        return Change(
+            source=src, cls=verdict.cls, status="pending",
+            old_raw=prev.new_raw if prev else None, old_text=prev.new_text if prev else None,
+            acpi_path=acpi, devd_timestamp=stamp, forced=forced_by, intent_sig=intent_sig,
+            reason=verdict.reason, **common)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, hist: History, *, source: str, forced: str | None = None,
+            devd: tuple[str, str] | None = None, record_only: bool = False,
+            retry: bool = False) -> bool:
+        """Settle pending work, record new changes, until stable.
+
+        With ``record_only`` (devd), stop as soon as there is pending work and
+        return True: the caller hands it to a worker.
+        """
+        self._import_journal(hist)
+        if retry:
+            self._reopen_last(hist)
+        done_ids: set[int] = set()
+        while True:
+            pending = [c for c in hist.pending() if c.id not in done_ids]
+            if pending:
+                if record_only and not self.degraded:
+                    return True
+                for ch in pending:
+                    self.run_hooks(hist, ch)
+                    done_ids.add(int(ch.id or 0))
+                continue
+            snap = self.snapshot()
+            ch = self.detect(hist, snap, source, forced=forced, devd=devd)
+            if ch is None:
+                self.settled_line = guid_line(snap.guids)
+                return False
+            forced, devd = None, None
+            self.record(hist, ch)
+            if self.degraded:
+                return False
+
+    def _import_journal(self, hist: History) -> None:
+        if not os.path.exists(self.journal.path):
+            return
+        try:
+            n = hist.import_journal(self.journal)
+        except HistoryWriteError as e:
+            self._degrade(e)
+            return
+        if n:
+            log.notice(f"recorded {n} entries kept in {self.journal.path} while the "
+                       "database could not be written")
+
+    def _reopen_last(self, hist: History) -> None:
+        last = hist.last_change(real_only=True)
+        if last is None or last.status != "failed" or self.degraded:
+            return
+        self._invalidate_cache()
+        try:
+            hist.set_status(int(last.id or 0), "pending")
+        except HistoryWriteError as e:
+            self._degrade(e)
+            return
+        log.info(f"retrying the hooks of change #{last.id} that did not succeed")
+
+    def _degrade(self, e: Exception) -> None:
+        if not self.degraded:
+            self.degraded = str(e)
+            log.error(f"{e}: hooks run anyway; what happened is kept in {self.journal.path} "
+                      "until the database can be written")
+
+    def _invalidate_cache(self) -> None:
+        """Remove ``last-guid`` before anything is recorded: present ⇒ settled."""
+        if self._cache_gone:
+            return
+        try:
+            os.unlink(self.paths.last_guid)
+        except FileNotFoundError:
+            pass
+        else:
+            _fsync_dir(self.paths.dbdir)
+        self._cache_gone = True
+
+    def record(self, hist: History, ch: Change) -> None:
+        """Commit ``ch`` (pending, or done for no-id) before any hook runs."""
+        self._invalidate_cache()
+        if not self.degraded:
+            try:
+                hist.add_change(ch)
+            except HistoryWriteError as e:
+                self._degrade(e)
+        self._log_change(ch)
+        if ch.id is not None:
+            self._consume(ch)
+            if ch.status != "pending":
+                self.handled.append(ch)
+            return
+        if ch.status == "pending":
+            self.run_hooks(hist, ch)
+        else:
+            self.handled.append(ch)
+        try:
+            self.journal.append_change(ch)
+        except OSError as e:
+            log.error(f"cannot write {self.journal.path} either ({e.strerror}): the next run "
+                      "will record this change and run its hooks again")
+            return
+        self._consume(ch)
+
+    def _consume(self, ch: Change) -> None:
+        if ch.forced == "intent":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.intent)
+        try:
+            with open(self.paths.devd_event, encoding="utf-8") as f:
+                if f.read().split("\t", 1)[0] == ch.guids:
+                    os.unlink(self.paths.devd_event)
+        except (OSError, UnicodeDecodeError):
+            pass
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def _call(self, hook: Hook, ctx: HookContext) -> HookResult:
+        t0 = time.monotonic()
+        try:
+            result = hook.run(ctx)
+        except Exception as e:  # noqa: BLE001 - a hook's bug is that hook's failure
+            log.exception(f"hook {hook.name} raised", e)
+            return HookResult(hook.name, "failed", None, time.monotonic() - t0,
+                              f"{type(e).__name__}: {e}")
+        if not isinstance(result, HookResult) or result.status not in STATUSES:
+            return HookResult(hook.name, "failed", None, time.monotonic() - t0,
+                              f"hook returned an invalid result: {result!r}")
+        result.name = hook.name
+        return result
+
+    def run_hooks(self, hist: History, ch: Change) -> None:
+        """Run the hooks of ``ch`` not yet ``ok``, then mark it done or failed."""
+        recorded = ch.id is not None
+        if recorded and not self.degraded:
+            self._invalidate_cache()
+            try:
+                if hist.mark_interrupted(int(ch.id or 0)):
+                    ch = hist.get(int(ch.id or 0)) or ch
+                    log.warning(f"change #{ch.id}: resuming hooks after an interrupted run")
+            except HistoryWriteError as e:
+                self._degrade(e)
+        ok = ch.ok_names() | (self.journal.ok_names(int(ch.id)) if recorded else set())
+        ctx = HookContext(self.config, new_guid=ch.new_text, old_guid=ch.old_text, cls=ch.cls,
+                          source=ch.source)
+        unrecorded: list[HookRun] = []
+        failed: list[str] = []
+        stop = False
+        for hook in self.plan(ch.cls):
+            if hook.name in ok:
+                continue
+            if stop:
+                result = HookResult(hook.name, "skipped", output="not run: an earlier hook "
+                                    "failed and vmgenc_hook_stop_on_failure is on")
+                self._store(hist, ch, None, result, unrecorded)
+                failed.append(hook.name)
+                continue
+            run = None
+            if recorded and not self.degraded:
+                try:
+                    run = hist.start_hook(int(ch.id or 0), hook.name)
+                except HistoryWriteError as e:
+                    self._degrade(e)
+            result = self._call(hook, ctx)
+            self._store(hist, ch, run, result, unrecorded)
+            self._log_hook(ch, result)
+            if result.status != "ok":
+                failed.append(hook.name)
+                stop = self.config.hook_stop_on_failure
+        status = "failed" if failed else "done"
+        ch.status, ch.settled_at = status, utc_now()
+        if recorded and not self.degraded:
+            try:
+                hist.set_status(int(ch.id or 0), status)
+            except HistoryWriteError as e:
+                self._degrade(e)
+        if self.degraded:
+            if recorded:
+                try:
+                    self.journal.append_hooks(int(ch.id or 0), unrecorded, status)
+                except OSError as e:
+                    log.error(f"cannot write {self.journal.path} either ({e.strerror}): "
+                              f"hooks of change #{ch.id} that ran may run again")
+            else:
+                ch.hooks.extend(unrecorded)
+        self.handled.append(ch)
+        line = f"change #{ch.id}: " if recorded else "unrecorded change: "
+        if failed:
+            log.warning(line + f"{ch.cls} hooks failed: {', '.join(failed)}")
+        else:
+            log.info(line + f"{ch.cls} settled, hooks done")
+
+    def _store(self, hist: History, ch: Change, run: HookRun | None, result: HookResult,
+               unrecorded: list[HookRun]) -> None:
+        if not self.degraded and ch.id is not None:
+            try:
+                if run is not None:
+                    hist.finish_hook(run, result)
+                    ch.hooks.append(run)
+                else:
+                    hist.add_hook_result(int(ch.id), result)
+                return
+            except HistoryWriteError as e:
+                self._degrade(e)
+        if run is not None:
+            attempt = run.attempt
+        else:
+            attempt = 1 + max((r.attempt for r in ch.hooks + unrecorded
+                               if r.name == result.name), default=0)
+        now = utc_now()
+        unrecorded.append(HookRun(int(ch.id or 0), result.name, attempt, result.status,
+                                  result.exit_code, result.duration_s, result.output or "",
+                                  now, now))
+
+    # -- logging -------------------------------------------------------------------------
+
+    def _log_change(self, ch: Change) -> None:
+        ref = f"#{ch.id}" if ch.id is not None else "(not recorded)"
+        if ch.is_no_id:
+            log.warning(f"change {ref}: {ch.warning}")
+            return
+        old = ch.old_text or "(none)"
+        log.notice(f"generation change {ref}: {old} -> {ch.new_text} class {ch.cls} "
+                   f"source {ch.source} ({ch.reason})")
+
+    @staticmethod
+    def _log_hook(ch: Change, r: HookResult) -> None:
+        msg = f"change #{ch.id}: hook {r.name}: {r.status}"
+        if r.exit_code not in (None, 0):
+            msg += f" (exit {r.exit_code})"
+        msg += f" in {r.duration_s:.2f} s"
+        if r.status == "ok":
+            log.info(msg)
+        else:
+            tail = (r.output or "").strip().splitlines()
+            log.warning(msg + (f": {tail[-1]}" if tail else ""))
+
+    # -- settling ------------------------------------------------------------------------
+
+    def finish(self, hist: History) -> None:
+        """Write ``last-guid`` (only when everything settled) and the metrics."""
+        if self.settled_line is not None and not self.degraded:
+            self.current = covering(hist.last_change(), hist.last_change(real_only=True),
+                                    self.settled_line)
+            if self.current is not None and not hist.pending():
+                status = "done" if self.current.status == "done" else "failed"
+                want = (self.settled_line, status)
+                if read_last_guid(self.paths.last_guid) != want:
+                    atomic_write(self.paths.last_guid, f"{want[0]}\n{want[1]}\n".encode())
+        if self.config.metrics_file:
+            try:
+                from . import metrics
+
+                metrics.write(self.config, hist)
+            except (OSError, HistoryWriteError) as e:
+                log.warning(f"cannot write metrics to {self.config.metrics_file}: {e}")
+
+    def exit_code(self) -> int:
+        if self.degraded:
+            return exitcodes.STATE
+        if any(c.status != "done" for c in self.handled):
+            return exitcodes.PENDING_OR_FAILED
+        if self.current is not None and self.current.status != "done":
+            return exitcodes.PENDING_OR_FAILED
+        return exitcodes.OK
+
+
+# -- driving a run: lock, loop, release, re-check ----------------------------------------
+
+
+def drive(r: Reconciler, lock: RootLock, *, source: str, forced: str | None = None,
+          devd: tuple[str, str] | None = None, retry: bool = False,
+          handoff: Callable[[RootLock], None] | None = None) -> None:
+    """Reconcile while holding ``lock``; after releasing it, read the GUIDs once more.
+
+    A devd entry that found the lock busy returned at once, trusting the holder
+    to notice its change: hence the re-read after release, and another round if
+    the GUIDs moved and the lock is free.  With ``handoff`` (devd mode), pending
+    hooks go to a worker that inherits the lock.
+    """
+    first = {"forced": forced, "devd": devd, "retry": retry}
+    try:
+        while True:
+            with History.open(r.paths.db) as hist:
+                left = r.run(hist, source=source, record_only=handoff is not None, **first)
+                if left and handoff is not None:
+                    handoff(lock)
+                    lock.handed_off()
+                    return
+                r.finish(hist)
+            first = {"forced": None, "devd": None, "retry": False}
+            lock.release()
+            if r.degraded or r.settled_line is None:
+                return
+            try:
+                if guid_line(read_guids(r.backend)) == r.settled_line:
+                    return
+            except NoDevice:
+                return
+            again = RootLock.acquire(r.paths.lock, blocking=False)
+            if again is None:
+                return
+            lock = again
+    finally:
+        lock.release()
+
+
+def spawn_worker(root: str, lock: RootLock, *, source: str = "devd",
+                 planner_spec: str | None = None) -> int:
+    """Start the detached hook worker (new session), handing it the locked descriptor."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "vmgenc_tools.worker", "--root", root,
+           "--lock-fd", str(lock.fd), "--source", source]
+    if planner_spec:
+        cmd += ["--planner", planner_spec]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd="/", pass_fds=(lock.fd,),
+                            start_new_session=True)
+    WORKERS.append(proc)
+    return proc.pid
+
+
+def wait_workers(timeout: float | None = None) -> None:
+    """Wait for the workers this process started (tests; the demo)."""
+    while WORKERS:
+        WORKERS.pop().wait(timeout)
+
+
+def _acquire_waiting(path: str) -> RootLock:
+    lock = RootLock.acquire(path, blocking=False)
+    if lock is not None:
+        return lock
+    pid = holder_pid(path)
+    log.info(f"waiting for another vmgenc run{f' (pid {pid})' if pid else ''} to finish")
+    lock = RootLock.acquire(path, blocking=True)
+    assert lock is not None
+    return lock
+
+
+# -- entry points ------------------------------------------------------------------------
+
+
+def summary(ch: Change) -> str:
+    """One line per handled change for ``check``/``retry`` output."""
+    ref = f"#{ch.id}" if ch.id is not None else "(not recorded)"
+    if ch.is_no_id:
+        return f"{ref} no-id: {ch.warning}"
+    hooks = ", ".join(f"{r.name} {r.status}" for r in ch.latest_hooks())
+    return (f"{ref} {ch.cls}: {ch.old_text or '(first seen)'} -> {ch.new_text}: {ch.status}"
+            + (f" ({hooks})" if hooks else ""))
+
+
+def _setup(root: str, config: Config | None) -> Config:
+    config = config or load_config(root)
+    log.set_level(config.log_level)
+    return config
+
+
+def check(root: str, *, source: str = "manual", expect: Generation | None = None,
+          dry_run: bool = False, forced: str | None = None, planner: Planner | None = None,
+          config: Config | None = None) -> int:
+    """``vmgenctl check`` past the fast path: reconcile now and report."""
+    config = _setup(root, config)
+    if dry_run:
+        return dry_run_report(config, source=source, forced=forced, planner=planner)
+    r = Reconciler(config, planner=planner)
+    drive(r, _acquire_waiting(r.paths.lock), source=source, forced=forced)
+    for ch in r.handled:
+        print(summary(ch))
+    if forced and not any(c.forced == "cli" for c in r.handled):
+        print("vmgenctl: no change to classify: --class was not used", file=sys.stderr)
+    if r.degraded:
+        print(f"vmgenctl: {r.degraded}: the hooks ran; the next check records the change",
+              file=sys.stderr)
+    code = r.exit_code()
+    if expect is not None:
+        line = r.settled_line or guid_line(read_guids(r.backend))
+        now = Generation.from_hex(line.split()[0])
+        if now != expect:
+            print(f"vmgenctl: the generation is {now}, not {expect}", file=sys.stderr)
+            return exitcodes.EXPECT_FAILED
+    return code
+
+
+def retry(root: str, *, planner: Planner | None = None, config: Config | None = None) -> int:
+    """``vmgenctl retry``: re-run the hooks of the last change that failed or never finished."""
+    config = _setup(root, config)
+    r = Reconciler(config, planner=planner)
+    drive(r, _acquire_waiting(r.paths.lock), source="manual", retry=True)
+    for ch in r.handled:
+        print(summary(ch))
+    if not r.handled:
+        print("nothing to retry: the last change has settled")
+    return r.exit_code()
+
+
+def devd_event(root: str, acpi_path: str, timestamp: str, *, planner: Planner | None = None,
+               planner_spec: str | None = None, config: Config | None = None) -> int:
+    """devd's action past the fast path: record the change, leave the hooks to a worker."""
+    config = _setup(root, config)
+    r = Reconciler(config, planner=planner)
+    snap = r.snapshot()
+    line = guid_line(snap.guids)
+    ensure_dir(r.paths.dbdir)
+    with contextlib.suppress(OSError):
+        atomic_write(r.paths.devd_event,
+                     f"{line}\t{snap.boot_time}\t{acpi_path}\t{timestamp}\n".encode(), 0o640)
+    lock = RootLock.acquire(r.paths.lock, blocking=False)
+    if lock is None:
+        log.debug("devd event: another vmgenc run holds the lock and will see this change")
+        return exitcodes.OK
+    devd = (acpi_path, timestamp)
+    if not config.devd_detach:
+        drive(r, lock, source="devd", devd=devd)
+        return r.exit_code()
+
+    def handoff(held: RootLock) -> None:
+        pid = spawn_worker(config.root, held, planner_spec=planner_spec)
+        log.info(f"devd event: hooks handed to worker pid {pid}")
+
+    drive(r, lock, source="devd", devd=devd, handoff=handoff)
+    return exitcodes.STATE if r.degraded else exitcodes.OK
+
+
+def run_worker(root: str, *, lock_fd: int | None, source: str = "devd",
+               planner: Planner | None = None, config: Config | None = None) -> int:
+    """The detached worker: take over (or take) the lock, settle everything, release."""
+    config = _setup(root, config)
+    r = Reconciler(config, planner=planner)
+    if lock_fd is not None:
+        lock = RootLock.adopt(lock_fd, r.paths.lock)
+    else:
+        lock = _acquire_waiting(r.paths.lock)
+    drive(r, lock, source=source)
+    return r.exit_code()
+
+
+def dry_run_report(config: Config, *, source: str, forced: str | None = None,
+                   planner: Planner | None = None) -> int:
+    """What ``check`` would do, without the lock and without writing anything."""
+    r = Reconciler(config, planner=planner)
+    hist = History.open_readonly(config.db_path)
+    try:
+        snap = r.snapshot()
+        for ch in hist.pending() if hist else []:
+            names = [h.name for h in r.plan(ch.cls) if h.name not in ch.ok_names()]
+            print(f"would resume change #{ch.id} ({ch.cls}): "
+                  f"{' '.join(names) or 'no hooks left'}")
+        ch = r.detect(hist, snap, source, forced=forced)
+        if ch is None:
+            print(f"no change: generation {snap.generation} is recorded")
+        elif ch.is_no_id:
+            print(f"would record a no-id warning: {ch.warning}")
+        else:
+            names = [h.name for h in r.plan(ch.cls)]
+            print(f"would record: {ch.old_text or '(first seen)'} -> {ch.new_text} as "
+                  f"{ch.cls} ({ch.reason}); hooks: {' '.join(names) or 'none'}")
+    finally:
+        if hist is not None:
+            hist.close()
+    return exitcodes.OK

@@ -1,0 +1,633 @@
+"""The history store: one SQLite database of changes and hook runs.
+
+``${root}${vmgenc_dbdir}/history.db`` (directory 0750, file 0640), WAL mode,
+``synchronous=FULL`` so a committed row survives power loss.  The schema
+version is ``PRAGMA user_version``; :data:`MIGRATIONS` moves an older file
+forward, one step per version, each in its own transaction.  A file from a
+newer release is refused rather than guessed at.
+
+Tables:
+
+- ``changes``: one row per change (or per all-zero "no-id" warning), with the
+  GUIDs of every unit, the class, ``pending|done|failed`` and the secondary
+  signals the classifier saw;
+- ``hook_runs``: one row per attempt of one hook for one change.  The row is
+  committed as ``running`` *before* the hook starts and finished after, so an
+  interrupted attempt is visible as such (the next run marks it failed and
+  resumes) and a hook recorded ``ok`` is never run again for that change;
+- ``class_counts``: changes per class, kept in the same transaction as the
+  insert (metrics read it in O(1));
+- ``imported``: tokens of fallback-journal entries already imported.
+
+When the database cannot be written (disk full, read-only) the handler still
+runs the hooks and appends what happened to a small fallback journal
+(:class:`Journal`, ``unrecorded.jsonl`` beside the database); the next run
+imports it, so the change is recorded and its hooks are not run again.
+
+Every query that lists changes is bounded by an index: the last N rows cost
+the same at ten rows and at a million.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from .hooks.base import HookResult
+
+DB_NAME = "history.db"
+JOURNAL_NAME = "unrecorded.jsonl"
+DIR_MODE = 0o750
+DB_MODE = 0o640
+CHANGE_STATUSES = ("pending", "done", "failed")
+RUN_STATUSES = ("running", "ok", "failed", "timeout", "skipped", "refused")
+NO_ID = "no-id"
+OUTPUT_TAIL = 4096
+
+MIGRATIONS: list[list[str]] = [
+    # version 1
+    [
+        """CREATE TABLE changes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            detected_at TEXT NOT NULL,
+            settled_at TEXT,
+            source TEXT NOT NULL,
+            class TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
+            old_raw BLOB,
+            old_text TEXT,
+            new_raw BLOB NOT NULL,
+            new_text TEXT NOT NULL,
+            guids TEXT NOT NULL,
+            smbios_uuid TEXT,
+            hostuuid TEXT,
+            macs TEXT NOT NULL DEFAULT '',
+            vm_guest TEXT,
+            boot_time INTEGER,
+            acpi_path TEXT,
+            devd_timestamp TEXT,
+            forced TEXT,
+            intent_sig TEXT,
+            reason TEXT,
+            warning TEXT
+        )""",
+        "CREATE INDEX changes_detected_at ON changes(detected_at)",
+        "CREATE INDEX changes_pending ON changes(id) WHERE status = 'pending'",
+        """CREATE TABLE hook_runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            change_id INTEGER NOT NULL REFERENCES changes(id),
+            name TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN
+                ('running', 'ok', 'failed', 'timeout', 'skipped', 'refused')),
+            exit_code INTEGER,
+            duration_s REAL,
+            output TEXT NOT NULL DEFAULT '',
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        )""",
+        "CREATE INDEX hook_runs_change ON hook_runs(change_id, name, attempt)",
+        "CREATE TABLE class_counts (class TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE imported (token TEXT PRIMARY KEY) WITHOUT ROWID",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class HistoryError(RuntimeError):
+    """The history database is unusable (exit 8); the message says how to recover."""
+
+
+class HistoryWriteError(HistoryError):
+    """A write failed (disk full, read-only file system or file): hooks still run."""
+
+
+def utc_now() -> str:
+    """Now as UTC ISO-8601 with microseconds: fixed width, so text order is time order."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass
+class HookRun:
+    """One attempt of one hook for one change."""
+
+    change_id: int
+    name: str
+    attempt: int
+    status: str
+    exit_code: int | None = None
+    duration_s: float | None = None
+    output: str = ""
+    started_at: str = ""
+    finished_at: str | None = None
+    id: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name, "status": self.status, "exit_code": self.exit_code,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+            "attempt": self.attempt, "output": self.output,
+        }
+
+
+@dataclass
+class Change:
+    """One recorded change (``id`` is None until stored)."""
+
+    detected_at: str
+    source: str
+    cls: str
+    status: str
+    new_raw: bytes
+    new_text: str
+    guids: str
+    old_raw: bytes | None = None
+    old_text: str | None = None
+    smbios_uuid: str | None = None
+    hostuuid: str | None = None
+    macs: tuple[str, ...] = ()
+    vm_guest: str | None = None
+    boot_time: int | None = None
+    acpi_path: str | None = None
+    devd_timestamp: str | None = None
+    forced: str | None = None
+    intent_sig: str | None = None
+    reason: str | None = None
+    warning: str | None = None
+    settled_at: str | None = None
+    id: int | None = None
+    hooks: list[HookRun] = field(default_factory=list)
+
+    @property
+    def is_no_id(self) -> bool:
+        return self.cls == NO_ID
+
+    def latest_hooks(self) -> list[HookRun]:
+        """The last attempt of each hook, in the order the hooks first ran."""
+        last: dict[str, HookRun] = {}
+        order: dict[str, int] = {}
+        for run in self.hooks:
+            order.setdefault(run.name, len(order))
+            if run.name not in last or run.attempt >= last[run.name].attempt:
+                last[run.name] = run
+        return sorted(last.values(), key=lambda r: order[r.name])
+
+    def ok_names(self) -> set[str]:
+        return {r.name for r in self.hooks if r.status == "ok"}
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON record of design §3 (plus the signals and details)."""
+        return {
+            "id": self.id,
+            "detected_at": self.detected_at,
+            "source": self.source,
+            "old_guid": self.old_text,
+            "new_guid": self.new_text,
+            "class": self.cls,
+            "status": self.status,
+            "hooks": [r.as_dict() for r in self.latest_hooks()],
+            "old_guid_hex": None if self.old_raw is None else "0x" + self.old_raw.hex(),
+            "new_guid_hex": "0x" + self.new_raw.hex(),
+            "guids_hex": self.guids.split(),
+            "settled_at": self.settled_at,
+            "signals": {
+                "smbios_uuid": self.smbios_uuid, "hostuuid": self.hostuuid,
+                "macs": list(self.macs), "vm_guest": self.vm_guest, "boot_time": self.boot_time,
+            },
+            "devd": (None if self.acpi_path is None and self.devd_timestamp is None
+                     else {"acpi_path": self.acpi_path, "timestamp": self.devd_timestamp}),
+            "forced": self.forced,
+            "reason": self.reason,
+            "warning": self.warning,
+        }
+
+
+_CHANGE_COLS = (
+    "id", "detected_at", "settled_at", "source", "class", "status", "old_raw", "old_text",
+    "new_raw", "new_text", "guids", "smbios_uuid", "hostuuid", "macs", "vm_guest", "boot_time",
+    "acpi_path", "devd_timestamp", "forced", "intent_sig", "reason", "warning",
+)
+_RUN_COLS = ("id", "change_id", "name", "attempt", "status", "exit_code", "duration_s",
+             "output", "started_at", "finished_at")
+_SELECT_CHANGE = f"SELECT {', '.join(_CHANGE_COLS)} FROM changes"
+_SELECT_RUN = f"SELECT {', '.join(_RUN_COLS)} FROM hook_runs"
+
+
+def _change_from_row(row: tuple) -> Change:
+    d = dict(zip(_CHANGE_COLS, row))
+    return Change(
+        id=d["id"], detected_at=d["detected_at"], settled_at=d["settled_at"],
+        source=d["source"], cls=d["class"], status=d["status"],
+        old_raw=None if d["old_raw"] is None else bytes(d["old_raw"]), old_text=d["old_text"],
+        new_raw=bytes(d["new_raw"]), new_text=d["new_text"], guids=d["guids"],
+        smbios_uuid=d["smbios_uuid"], hostuuid=d["hostuuid"],
+        macs=tuple(d["macs"].split()), vm_guest=d["vm_guest"], boot_time=d["boot_time"],
+        acpi_path=d["acpi_path"], devd_timestamp=d["devd_timestamp"], forced=d["forced"],
+        intent_sig=d["intent_sig"], reason=d["reason"], warning=d["warning"],
+    )
+
+
+def _run_from_row(row: tuple) -> HookRun:
+    d = dict(zip(_RUN_COLS, row))
+    return HookRun(**d)
+
+
+def _tail(text: str) -> str:
+    return text if len(text) <= OUTPUT_TAIL else text[-OUTPUT_TAIL:]
+
+
+def ensure_dir(path: str) -> None:
+    """Create ``path`` (mode 0750) if missing."""
+    if os.path.isdir(path):
+        return
+    try:
+        os.makedirs(path, mode=DIR_MODE)
+        os.chmod(path, DIR_MODE)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise HistoryError(f"cannot create {path}: {e.strerror} (run as root, or set "
+                           "vmgenc_dbdir to a writable directory)") from None
+
+
+class History:
+    """An open history database (read-write unless opened with :meth:`open_readonly`)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str, readonly: bool) -> None:
+        self.conn = conn
+        self.path = path
+        self.readonly = readonly
+
+    # -- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str) -> History:
+        """Open (creating directory and file with their modes) and migrate."""
+        ensure_dir(os.path.dirname(path))
+        try:
+            if not os.path.exists(path):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_MODE)
+                os.fchmod(fd, DB_MODE)
+                os.close(fd)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise HistoryError(f"cannot create {path}: {e.strerror}") from None
+        try:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        except sqlite3.Error as e:
+            raise HistoryError(f"cannot open {path}: {e}") from None
+        self = cls(conn, path, readonly=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except HistoryError:
+            conn.close()
+            raise
+        except sqlite3.Error as e:
+            conn.close()
+            raise HistoryError(
+                f"history database {path} is unusable ({e}): move it aside "
+                "(a new one is started on the next check) or restore it from backup"
+            ) from None
+        return self
+
+    @classmethod
+    def open_readonly(cls, path: str) -> History | None:
+        """Open for reading only; None when there is no history yet."""
+        if not os.path.exists(path):
+            return None
+        try:
+            from urllib.parse import quote
+
+            conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=30,
+                                   isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as e:
+            raise HistoryError(f"history database {path} is unusable ({e}): move it "
+                               "aside or restore it from backup") from None
+        if version == 0:
+            conn.close()
+            return None
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise HistoryError(f"{path} has schema version {version}, newer than this "
+                               f"vmgenc-tools understands ({SCHEMA_VERSION}): upgrade")
+        if version < SCHEMA_VERSION:
+            conn.close()
+            raise HistoryError(f"{path} has schema version {version}: run 'vmgenctl check' "
+                               "as root once to upgrade it")
+        return cls(conn, path, readonly=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise HistoryError(f"{self.path} has schema version {version}, newer than this "
+                               f"vmgenc-tools understands ({SCHEMA_VERSION}): upgrade")
+        while version < SCHEMA_VERSION:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                current = self.conn.execute("PRAGMA user_version").fetchone()[0]
+                if current == version:
+                    for stmt in MIGRATIONS[version]:
+                        self.conn.execute(stmt)
+                    self.conn.execute(f"PRAGMA user_version = {version + 1}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # -- transactions ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One durable transaction; any SQLite failure becomes :class:`HistoryWriteError`."""
+        if self.readonly:
+            raise HistoryWriteError(f"{self.path} is open read-only")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise HistoryWriteError(f"cannot record {what} in {self.path}: {e}") from e
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise HistoryError(f"cannot read {self.path} ({e}): move it aside or "
+                               "restore it from backup") from None
+
+    # -- writes ------------------------------------------------------------------------
+
+    def add_change(self, ch: Change) -> int:
+        """Insert ``ch`` (its hooks too, for imports) and count its class; returns the id."""
+        with self._write("the change") as c:
+            return self._insert_change(c, ch)
+
+    def _insert_change(self, c: sqlite3.Connection, ch: Change) -> int:
+        cur = c.execute(
+            "INSERT INTO changes (detected_at, settled_at, source, class, status, old_raw, "
+            "old_text, new_raw, new_text, guids, smbios_uuid, hostuuid, macs, vm_guest, "
+            "boot_time, acpi_path, devd_timestamp, forced, intent_sig, reason, warning) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ch.detected_at, ch.settled_at, ch.source, ch.cls, ch.status, ch.old_raw,
+             ch.old_text, ch.new_raw, ch.new_text, ch.guids, ch.smbios_uuid, ch.hostuuid,
+             " ".join(ch.macs), ch.vm_guest, ch.boot_time, ch.acpi_path, ch.devd_timestamp,
+             ch.forced, ch.intent_sig, ch.reason, ch.warning),
+        )
+        cid = int(cur.lastrowid)
+        c.execute("INSERT INTO class_counts (class, n) VALUES (?, 1) "
+                  "ON CONFLICT(class) DO UPDATE SET n = n + 1", (ch.cls,))
+        for run in ch.hooks:
+            self._insert_run(c, cid, run)
+        ch.id = cid
+        return cid
+
+    @staticmethod
+    def _insert_run(c: sqlite3.Connection, change_id: int, run: HookRun) -> int:
+        cur = c.execute(
+            "INSERT INTO hook_runs (change_id, name, attempt, status, exit_code, duration_s, "
+            "output, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (change_id, run.name, run.attempt, run.status, run.exit_code, run.duration_s,
+             _tail(run.output), run.started_at, run.finished_at),
+        )
+        return int(cur.lastrowid)
+
+    def start_hook(self, change_id: int, name: str) -> HookRun:
+        """Commit a ``running`` attempt before the hook starts."""
+        with self._write(f"the start of hook {name}") as c:
+            (n,) = c.execute("SELECT COALESCE(MAX(attempt), 0) FROM hook_runs "
+                             "WHERE change_id = ? AND name = ?", (change_id, name)).fetchone()
+            run = HookRun(change_id, name, n + 1, "running", started_at=utc_now())
+            run.id = self._insert_run(c, change_id, run)
+            return run
+
+    def finish_hook(self, run: HookRun, result: HookResult) -> None:
+        run.status, run.exit_code = result.status, result.exit_code
+        run.duration_s, run.output = result.duration_s, _tail(result.output or "")
+        run.finished_at = utc_now()
+        with self._write(f"the result of hook {run.name}") as c:
+            c.execute("UPDATE hook_runs SET status = ?, exit_code = ?, duration_s = ?, "
+                      "output = ?, finished_at = ? WHERE id = ?",
+                      (run.status, run.exit_code, run.duration_s, run.output,
+                       run.finished_at, run.id))
+
+    def add_hook_result(self, change_id: int, result: HookResult) -> None:
+        """Record a hook that was not started (``skipped``) as one finished attempt."""
+        with self._write(f"the result of hook {result.name}") as c:
+            (n,) = c.execute("SELECT COALESCE(MAX(attempt), 0) FROM hook_runs "
+                             "WHERE change_id = ? AND name = ?",
+                             (change_id, result.name)).fetchone()
+            now = utc_now()
+            self._insert_run(c, change_id, HookRun(
+                change_id, result.name, n + 1, result.status, result.exit_code,
+                result.duration_s, result.output or "", now, now))
+
+    def mark_interrupted(self, change_id: int) -> int:
+        """Attempts left ``running`` by a killed run become ``failed``; returns how many."""
+        with self._write("interrupted hook runs") as c:
+            cur = c.execute(
+                "UPDATE hook_runs SET status = 'failed', finished_at = ?, output = "
+                "'interrupted before it finished (killed, crashed or power lost)' "
+                "WHERE change_id = ? AND status = 'running'", (utc_now(), change_id))
+            return cur.rowcount
+
+    def set_status(self, change_id: int, status: str) -> None:
+        if status not in CHANGE_STATUSES:
+            raise ValueError(status)
+        settled = None if status == "pending" else utc_now()
+        with self._write("the change's status") as c:
+            c.execute("UPDATE changes SET status = ?, settled_at = ? WHERE id = ?",
+                      (status, settled, change_id))
+
+    def import_journal(self, journal: Journal) -> int:
+        """Move the fallback journal's entries into the database; returns how many."""
+        entries = journal.read()
+        if not entries:
+            return 0
+        done = 0
+        with self._write("the fallback journal") as c:
+            for e in entries:
+                token = e.get("token")
+                if c.execute("SELECT 1 FROM imported WHERE token = ?", (token,)).fetchone():
+                    continue
+                if e.get("kind") == "change":
+                    ch = change_from_json(e["change"])
+                    self._insert_change(c, ch)
+                elif e.get("kind") == "hooks":
+                    cid = int(e["change_id"])
+                    c.execute("UPDATE hook_runs SET status = 'failed', finished_at = ?, "
+                              "output = 'interrupted: the database could not be written' "
+                              "WHERE change_id = ? AND status = 'running'", (utc_now(), cid))
+                    for run in e.get("hooks", ()):
+                        self._insert_run(c, cid, _run_from_json(cid, run))
+                    c.execute("UPDATE changes SET status = ?, settled_at = ? WHERE id = ?",
+                              (e["status"], e.get("settled_at"), cid))
+                c.execute("INSERT INTO imported (token) VALUES (?)", (token,))
+                done += 1
+        journal.remove()
+        return done
+
+    # -- reads -------------------------------------------------------------------------
+
+    def _with_hooks(self, changes: list[Change]) -> list[Change]:
+        if not changes:
+            return changes
+        by_id = {c.id: c for c in changes}
+        marks = ", ".join("?" * len(by_id))
+        for row in self._read(f"{_SELECT_RUN} WHERE change_id IN ({marks}) ORDER BY id",
+                              tuple(by_id)):
+            run = _run_from_row(row)
+            by_id[run.change_id].hooks.append(run)
+        return changes
+
+    def get(self, change_id: int) -> Change | None:
+        rows = self._read(f"{_SELECT_CHANGE} WHERE id = ?", (change_id,))
+        return self._with_hooks([_change_from_row(rows[0])])[0] if rows else None
+
+    def last_change(self, *, real_only: bool = False) -> Change | None:
+        """The newest row; ``real_only`` skips the all-zero "no-id" warnings."""
+        where = f" WHERE class != '{NO_ID}'" if real_only else ""
+        rows = self._read(f"{_SELECT_CHANGE}{where} ORDER BY id DESC LIMIT 1")
+        return self._with_hooks([_change_from_row(rows[0])])[0] if rows else None
+
+    def pending(self) -> list[Change]:
+        """Changes whose hooks have not settled, oldest first."""
+        rows = self._read(f"{_SELECT_CHANGE} WHERE status = 'pending' ORDER BY id")
+        return self._with_hooks([_change_from_row(r) for r in rows])
+
+    def listing(self, *, last: int | None = None, since: str | None = None) -> list[Change]:
+        """Changes oldest first: all, the ``last`` N, and/or those detected at ``since`` on."""
+        where, args = "", ()
+        if since is not None:
+            where, args = " INDEXED BY changes_detected_at WHERE detected_at >= ?", (since,)
+        if last is not None:
+            rows = self._read(f"{_SELECT_CHANGE}{where} ORDER BY id DESC LIMIT ?",
+                              (*args, max(0, int(last))))
+            rows.reverse()
+        else:
+            rows = self._read(f"{_SELECT_CHANGE}{where} ORDER BY id", args)
+        return self._with_hooks([_change_from_row(r) for r in rows])
+
+    def class_counts(self) -> dict[str, int]:
+        return dict(self._read("SELECT class, n FROM class_counts"))
+
+    def integrity_ok(self) -> bool:
+        return self._read("PRAGMA integrity_check")[0][0] == "ok"
+
+
+# -- fallback journal --------------------------------------------------------------------
+
+
+def change_to_json(ch: Change) -> dict[str, object]:
+    d = asdict(ch)
+    d["old_raw"] = None if ch.old_raw is None else ch.old_raw.hex()
+    d["new_raw"] = ch.new_raw.hex()
+    d["macs"] = list(ch.macs)
+    d["hooks"] = [asdict(r) for r in ch.hooks]
+    return d
+
+
+def change_from_json(d: dict) -> Change:
+    d = dict(d)
+    d["old_raw"] = None if d.get("old_raw") is None else bytes.fromhex(d["old_raw"])
+    d["new_raw"] = bytes.fromhex(d["new_raw"])
+    d["macs"] = tuple(d.get("macs") or ())
+    hooks = d.pop("hooks", None) or []
+    d.pop("id", None)
+    ch = Change(**d)
+    ch.hooks = [_run_from_json(0, h) for h in hooks]
+    return ch
+
+
+def _run_from_json(change_id: int, d: dict) -> HookRun:
+    d = dict(d)
+    d.pop("id", None)
+    d["change_id"] = change_id
+    return HookRun(**d)
+
+
+class Journal:
+    """Append-only JSON lines for what could not be written to the database."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def append(self, entry: dict[str, object]) -> None:
+        """Append one entry durably (raises OSError when even this fails)."""
+        entry = {"token": uuid.uuid4().hex, **entry}
+        data = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, DB_MODE)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def append_change(self, ch: Change) -> None:
+        self.append({"kind": "change", "change": change_to_json(ch)})
+
+    def append_hooks(self, change_id: int, runs: list[HookRun], status: str) -> None:
+        self.append({"kind": "hooks", "change_id": change_id, "status": status,
+                     "settled_at": utc_now(), "hooks": [asdict(r) for r in runs]})
+
+    def read(self) -> list[dict]:
+        """Complete entries (a torn last line from a crash is ignored)."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def last_change(self) -> Change | None:
+        """The newest change that only the journal knows (for comparing while degraded)."""
+        changes = [e for e in self.read() if e.get("kind") == "change"]
+        return change_from_json(changes[-1]["change"]) if changes else None
+
+    def ok_names(self, change_id: int) -> set[str]:
+        names: set[str] = set()
+        for e in self.read():
+            if e.get("kind") == "hooks" and e.get("change_id") == change_id:
+                names |= {h["name"] for h in e.get("hooks", ()) if h.get("status") == "ok"}
+        return names

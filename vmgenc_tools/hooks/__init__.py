@@ -1,0 +1,1 @@
+"""Hooks: what runs after a change (built-ins, one module each, then site hooks)."""

@@ -1,0 +1,345 @@
+"""Built-in hook ``sshd_keys``: new SSH host keys for a clone, with no moment without a key.
+
+What peers got wrong (peers.md §3 D/E): deleting the keys first and
+generating later (sshd starting in between has no key), recreating fewer
+types than were deleted, ignoring ``HostKey`` lines that name other paths.
+Here, for each configured type (``vmgenc_ssh_keytypes``):
+
+1. the key files to replace are found: the ``HostKey`` lines of
+   ``${root}${vmgenc_sshd_config}`` (``Include`` followed; paths mapped under
+   the root), plus the default ``/etc/ssh/ssh_host_<type>_key`` if it exists
+   (a clone must not keep the original's private key even in an unused file),
+   or is sshd's default because no ``HostKey`` line exists;
+2. stale temp files of an interrupted run are removed;
+3. every new pair is generated *in parallel* by the real ``ssh-keygen``
+   into temp files in the target's own directory, fsync'ed;
+4. each private key, then its public key, is renamed over the old one (an
+   atomic replace: the name always points at a whole key, old or new),
+   modes 0600 / 0644, and the directory is fsync'ed;
+5. keys of types not configured are left alone (with a warning: the clone
+   still shares them) unless ``vmgenc_ssh_remove_other=YES``;
+6. sshd is sent SIGHUP, only if the pid in ``${root}${vmgenc_sshd_pidfile}``
+   is a running sshd;
+7. the new fingerprints (``ssh-keygen -l``) go to syslog at notice and to the
+   hook's output (the console and the history).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from . import atomic
+from .base import HookContext
+from .builtin import BuiltinHook, HookFailed, Report, shown
+from .site import SAFE_PATH
+
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+SSH_DIR = "/etc/ssh"
+DEFAULT_KEY = SSH_DIR + "/ssh_host_{}_key"
+_NAME_TYPE = re.compile(r"ssh_host_(rsa|dsa|ecdsa|ed25519)_key\Z")
+_PUB_TYPES = {
+    "ssh-rsa": ("rsa", None), "ssh-dss": ("dsa", None), "ssh-ed25519": ("ed25519", None),
+    "ecdsa-sha2-nistp256": ("ecdsa", 256), "ecdsa-sha2-nistp384": ("ecdsa", 384),
+    "ecdsa-sha2-nistp521": ("ecdsa", 521),
+}
+_FP_TYPES = {"RSA": "rsa", "DSA": "dsa", "ECDSA": "ecdsa", "ED25519": "ed25519"}
+MAX_INCLUDE_DEPTH = 16
+
+
+@dataclass
+class KeyFile:
+    """One host key file: its real path, its type (None if unknown), ECDSA curve size."""
+
+    path: str
+    ktype: str | None = None
+    bits: int | None = None
+
+
+@dataclass
+class SshdConfig:
+    """What sshd_config says about host keys."""
+
+    host_keys: list[str]
+    certificates: list[str]
+
+
+def _map(ctx: HookContext, p: str) -> str:
+    """A path from sshd_config under the root (left alone if it already is under it)."""
+    root = ctx.root.rstrip("/")
+    if root and (p == root or p.startswith(root + "/")):
+        return p
+    return ctx.config.path(p if p.startswith("/") else "/" + p)
+
+
+def _split(rest: str) -> list[str]:
+    try:
+        return shlex.split(rest, comments=True)
+    except ValueError:
+        return rest.split()
+
+
+def read_sshd_config(ctx: HookContext, path: str | None = None, depth: int = 0) -> SshdConfig:
+    """``HostKey`` and ``HostCertificate`` lines, following ``Include``, up to the first ``Match``."""
+    out = SshdConfig([], [])
+    path = path or ctx.config.path(ctx.config.sshd_config)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return out
+    for line in lines:
+        m = re.match(r"\s*([A-Za-z]+)(?:\s*=\s*|\s+)(.*)", line)
+        if not m or line.lstrip().startswith("#"):
+            continue
+        key, args = m.group(1).lower(), _split(m.group(2))
+        if key == "match":
+            break
+        if key == "hostkey" and args:
+            out.host_keys.append(_map(ctx, args[0]))
+        elif key == "hostcertificate" and args:
+            out.certificates.append(_map(ctx, args[0]))
+        elif key == "include" and depth < MAX_INCLUDE_DEPTH:
+            for pattern in args:
+                full = _map(ctx, pattern if pattern.startswith("/") else f"{SSH_DIR}/{pattern}")
+                for inc in sorted(glob.glob(full)):
+                    sub = read_sshd_config(ctx, inc, depth + 1)
+                    out.host_keys += sub.host_keys
+                    out.certificates += sub.certificates
+    return out
+
+
+def key_type(path: str, keygen: str | None) -> tuple[str | None, int | None]:
+    """The key type of ``path`` (from its .pub, its name, or ``ssh-keygen -l``)."""
+    try:
+        with open(path + ".pub", encoding="ascii", errors="replace") as f:
+            first = f.read(200).split()
+        if first and first[0] in _PUB_TYPES:
+            return _PUB_TYPES[first[0]]
+    except OSError:
+        pass
+    m = _NAME_TYPE.search(os.path.basename(path))
+    if m:
+        return m.group(1), None
+    if keygen and os.path.isfile(path):
+        r = subprocess.run([keygen, "-l", "-f", path], capture_output=True, text=True,
+                           timeout=30, check=False, stdin=subprocess.DEVNULL)
+        m = re.search(r"\((\w+)\)\s*$", r.stdout.strip())
+        if r.returncode == 0 and m and m.group(1) in _FP_TYPES:
+            bits = int(r.stdout.split()[0]) if m.group(1) == "ECDSA" else None
+            return _FP_TYPES[m.group(1)], bits
+    return None, None
+
+
+def find_keygen() -> str:
+    exe = shutil.which("ssh-keygen", path=SAFE_PATH) or shutil.which("ssh-keygen")
+    if exe is None:
+        raise HookFailed("ssh-keygen not found (install OpenSSH; looked in " + SAFE_PATH + ")")
+    return exe
+
+
+def plan_keys(ctx: HookContext, report: Report, keygen: str | None
+              ) -> tuple[list[KeyFile], list[KeyFile]]:
+    """``(to replace, of other types)``: the key files this run deals with."""
+    types = ctx.config.ssh_keytypes
+    conf = read_sshd_config(ctx)
+    seen: set[str] = set()
+    replace: list[KeyFile] = []
+    other: list[KeyFile] = []
+
+    def add(path: str, listed: bool) -> None:
+        if path in seen:
+            return
+        seen.add(path)
+        kt, bits = key_type(path, keygen)
+        if kt is None:
+            if listed:
+                report.warn(f"HostKey {shown(ctx, path)}: type unknown (no key, no .pub, "
+                            "no ssh_host_<type>_key name): left alone")
+            return
+        (replace if kt in types else other).append(KeyFile(path, kt, bits))
+
+    for p in conf.host_keys:
+        add(p, True)
+    for t in types:
+        default = ctx.config.path(DEFAULT_KEY.format(t))
+        if not conf.host_keys or os.path.exists(default):
+            add(default, False)
+    for p in sorted(glob.glob(ctx.config.path(SSH_DIR + "/ssh_host_*_key"))):
+        add(p, False)
+    for t in types:
+        if not any(k.ktype == t for k in replace):
+            report.say(f"no {t} key: sshd_config names no {t} HostKey, none created")
+    missing_dir = [k for k in replace if not os.path.isdir(os.path.dirname(k.path))]
+    for k in missing_dir:
+        report.say(f"{shown(ctx, os.path.dirname(k.path))} does not exist: no {k.ktype} key")
+    replace = [k for k in replace if k not in missing_dir]
+    for cert in conf.certificates:
+        report.warn(f"HostCertificate {shown(ctx, cert)} certifies a key being replaced: "
+                    "sign the new key and replace the certificate")
+    return replace, other
+
+
+def keygen_command(keygen: str, k: KeyFile, tmp: str, ctx: HookContext) -> list[str]:
+    cmd = [keygen, "-q", "-t", str(k.ktype), "-N", "", "-C", f"root@{socket.gethostname()}"]
+    if k.ktype == "rsa":
+        cmd += ["-b", str(ctx.config.ssh_rsa_bits)]
+    elif k.ktype == "ecdsa" and k.bits in (384, 521):
+        cmd += ["-b", str(k.bits)]
+    return cmd + ["-f", tmp]
+
+
+def generate(keygen: str, keys: list[KeyFile], ctx: HookContext) -> dict[str, str]:
+    """Run one ``ssh-keygen`` per key, all at once; return ``{target: temp path}``."""
+    deadline = time.monotonic() + ctx.config.hook_timeout
+    temps = {k.path: atomic.temp_path(k.path) for k in keys}
+    procs = [(k, subprocess.Popen(keygen_command(keygen, k, temps[k.path], ctx),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, env={"PATH": SAFE_PATH}))
+             for k in keys]
+    errors: list[str] = []
+    try:
+        for k, p in procs:
+            out, _ = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            if p.returncode != 0:
+                msg = out.decode(errors="replace").strip().splitlines()
+                errors.append(f"ssh-keygen -t {k.ktype}: exit {p.returncode}"
+                              + (f": {msg[-1]}" if msg else ""))
+    except subprocess.TimeoutExpired:
+        errors.append(f"ssh-keygen did not finish within {ctx.config.hook_timeout} s")
+    finally:
+        for _, p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if errors:
+        remove_pairs(temps.values())
+        raise HookFailed("; ".join(errors))
+    return temps
+
+
+def remove_pairs(paths: Iterable[str]) -> None:
+    """Unlink key files and their ``.pub`` (missing ones are fine)."""
+    for path in list(paths):
+        for f in (path, path + ".pub"):
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
+
+
+def settle(target: str, tmp: str) -> None:
+    """Modes, owner and fsync of a generated pair before it goes live."""
+    for src, old, mode in ((tmp, target, PRIVATE_MODE), (tmp + ".pub", target + ".pub",
+                                                         PUBLIC_MODE)):
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            os.fchmod(fd, mode)
+            atomic.match_owner(fd, old)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fingerprint(keygen: str, pub: str) -> str:
+    r = subprocess.run([keygen, "-l", "-f", pub], capture_output=True, text=True, timeout=30,
+                       check=False, stdin=subprocess.DEVNULL)
+    return r.stdout.strip() or f"(no fingerprint: {r.stderr.strip()})"
+
+
+def sshd_pid(ctx: HookContext) -> tuple[int | None, str]:
+    """The pid of the running sshd from its pidfile, or None and why not."""
+    import psutil
+
+    pidfile = ctx.config.path(ctx.config.sshd_pidfile)
+    try:
+        with open(pidfile) as f:
+            pid = int(f.readline().strip())
+    except FileNotFoundError:
+        return None, f"sshd not running (no {ctx.config.sshd_pidfile})"
+    except (OSError, ValueError):
+        return None, f"sshd not running ({ctx.config.sshd_pidfile} unreadable)"
+    try:
+        proc = psutil.Process(pid)
+        names = [proc.name()] + proc.cmdline()[:1]
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            raise psutil.NoSuchProcess(pid)
+    except psutil.NoSuchProcess:
+        return None, f"sshd not running (stale {ctx.config.sshd_pidfile}: no pid {pid})"
+    except psutil.Error:
+        names = []
+    if names and not any("sshd" in os.path.basename(n) for n in names):
+        return None, f"pid {pid} in {ctx.config.sshd_pidfile} is {names[0]!r}, not sshd"
+    return pid, f"sshd pid {pid}"
+
+
+class SshdKeysHook(BuiltinHook):
+    """Replace the SSH host keys atomically, then reload sshd if it runs."""
+
+    name = "sshd_keys"
+
+    def apply(self, ctx: HookContext, report: Report) -> None:
+        keygen = find_keygen()
+        replace, other = plan_keys(ctx, report, keygen)
+        remove = other if ctx.config.ssh_remove_other else []
+        if other and not remove:
+            report.warn("left alone (vmgenc_ssh_remove_other=NO), still shared with the "
+                        "original: " + ", ".join(shown(ctx, k.path) for k in other))
+        pid, why = sshd_pid(ctx)
+        if ctx.dry_run:
+            self._dry_run(ctx, report, replace, remove, pid, why)
+            return
+        for k in replace:
+            atomic.clean_stale(k.path)
+        temps = generate(keygen, replace, ctx) if replace else {}
+        try:
+            for k in replace:
+                settle(k.path, temps[k.path])
+            for d in sorted({os.path.dirname(k.path) for k in replace}):
+                atomic.fsync_dir(d)
+            for k in replace:
+                os.replace(temps[k.path], k.path)
+                os.replace(temps[k.path] + ".pub", k.path + ".pub")
+        finally:
+            remove_pairs(temps.values())
+        for k in remove:
+            remove_pairs([k.path])
+            report.say(f"removed {shown(ctx, k.path)} ({k.ktype}, not in vmgenc_ssh_keytypes)")
+        for d in sorted({os.path.dirname(k.path) for k in replace + remove}):
+            atomic.fsync_dir(d)
+        for k in replace:
+            report.notice(f"new {k.ktype} host key {shown(ctx, k.path)}: "
+                          f"{fingerprint(keygen, k.path + '.pub')}")
+        if not replace:
+            report.say("no host keys to replace")
+        if pid is None:
+            report.say(f"{why}: not reloaded")
+        elif replace or remove:
+            os.kill(pid, signal.SIGHUP)
+            report.say(f"reloaded sshd (SIGHUP to pid {pid})")
+
+    @staticmethod
+    def _dry_run(ctx: HookContext, report: Report, replace: list[KeyFile],
+                 remove: list[KeyFile], pid: int | None, why: str) -> None:
+        for k in replace:
+            for stale in atomic.stale_files(k.path):
+                report.would(f"remove {shown(ctx, stale)} (left by an interrupted run)")
+            verb = "replace" if os.path.exists(k.path) else "create"
+            size = f" {ctx.config.ssh_rsa_bits}-bit" if k.ktype == "rsa" else ""
+            report.would(f"{verb} {shown(ctx, k.path)}(.pub) with a new{size} {k.ktype} key")
+        for k in remove:
+            report.would(f"remove {shown(ctx, k.path)}(.pub) ({k.ktype} not configured)")
+        if pid is None:
+            report.would(f"not reload sshd: {why}")
+        else:
+            report.would(f"reload sshd (SIGHUP to pid {pid})")
