@@ -45,6 +45,10 @@ def test_exact_vmgenc_line_round_trips():
     assert devctl.vmgenc_record() == rec
 
 
+def test_record_pairs_are_normalised_to_tuples():
+    assert Record("!", [["system", "ACPI"]]) == parse("!system=ACPI")
+
+
 def test_vmgenc_record_other_paths():
     xen = devctl.vmgenc_record("\\_SB_.PCI0.ISA_.VGID")
     assert format_record(xen) == ("!system=ACPI subsystem=VMGenerationCounter "
@@ -271,6 +275,14 @@ def test_unrepresentable_records(record):
 def test_invalid_record_fields(kwargs):
     with pytest.raises(DevctlError):
         Record(**kwargs)
+
+
+def test_text_that_is_no_bytes_is_rejected():
+    with pytest.raises(devctl.NotBytes) as e:
+        parse("!a=\ud800")
+    assert e.value.position == 3
+    with pytest.raises(devctl.NotBytes):
+        format_record(Record("!", (("a", "\ud800"),)))
 
 
 def test_wrong_input_type_is_a_type_error():

@@ -7,6 +7,7 @@ environment variable is documented; the README and ``.ci/run`` name the same tes
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -151,7 +152,8 @@ def test_every_implemented_command_and_option_documented():
             opts = [o for o in getattr(param, "opts", []) if o.startswith("-")]
             if not opts or "--help" in opts or getattr(param, "hidden", False):
                 continue
-            assert any(o in mine[0].replace("[", " ").split() for o in opts), (
+            words = set(re.findall(r"(?<![\w-])-{1,2}[A-Za-z][\w-]*", mine[0]))
+            assert words & set(opts), (
                 f"vmgenctl {path}: option {opts} not in {mine[0]!r}")
 
 
@@ -249,3 +251,64 @@ def test_readme_install_steps():
     for step in ("pkg install", "make install", 'vmgenc_load="YES"', "kldload vmgenc",
                  "sysrc vmgenc_enable=YES", "service devd restart", "service vmgenc start"):
         assert step in text, step
+
+
+def _literal_blocks(page: Path) -> list[str]:
+    """The ``.Bd -literal`` blocks of a page, with mdoc escapes undone."""
+    blocks = re.findall(r"^\.Bd -literal[^\n]*\n(.*?)^\.Ed$", page.read_text(), re.M | re.S)
+    return [b.replace("\\e", "\\").replace("\\&", "") for b in blocks]
+
+
+def _example_hooks() -> list[tuple[str, str]]:
+    man = [b for b in _literal_blocks(HOOKS) if b.startswith("#!/bin/sh")]
+    readme = re.findall(r"^```sh\n(#!/bin/sh\n.*?)^```", README.read_text(), re.M | re.S)
+    assert len(man) == 1 and len(readme) == 1, "one example hook in the page and in README"
+    return [("vmgenc-hooks.5", man[0]), ("README.md", readme[0])]
+
+
+@pytest.mark.parametrize("where,script", _example_hooks(), ids=lambda v: v[:14])
+def test_example_hook_runs_as_documented(tmp_path, trusted_rc_conf, where, script):
+    """The example hook really runs under the runner: no-op unless clone, dry run, clone."""
+    from vmgenc_tools.config import load
+    from vmgenc_tools.hooks.runner import plan
+
+    root = tmp_path / "root"
+    hooks = root / "usr/local/etc/vmgenc/hooks.d"
+    hooks.mkdir(parents=True)
+    for d in [root, *hooks.relative_to(root).parents, hooks.relative_to(root)]:
+        os.chmod(root / d, 0o755)
+    trusted_rc_conf(str(root))
+    hook = hooks / "50-salt-minion"
+    hook.write_text(script)
+    hook.chmod(0o755)
+    keys = root / "usr/local/etc/salt/pki/minion"
+    keys.mkdir(parents=True)
+    for name in ("minion.pem", "minion.pub"):
+        (keys / name).write_text("key\n")
+    cfg = load(str(root))
+
+    def run(cls: str, dry: bool = False):
+        ctx = HookContext(cfg, new_guid="9f0c5b8e-3a1d-4e6f-8b2a-1c4d5e6f7a8b",
+                          old_guid="324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87", cls=cls,
+                          source="devd", dry_run=dry)
+        (hook_obj,) = [h for h in plan(cfg, "clone") if h.name == "site:50-salt-minion"]
+        return hook_obj.run(ctx)
+
+    r = run("restore")
+    assert (r.status, r.exit_code) == ("ok", 0)
+    r = run("clone", dry=True)
+    assert r.status == "ok" and "would remove" in r.output
+    assert (keys / "minion.pem").exists()
+    r = run("clone")
+    assert (r.status, r.exit_code) == ("ok", 0), r.output
+    assert not (keys / "minion.pem").exists() and not (keys / "minion.pub").exists()
+    assert "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87 -> 9f0c5b8e" in r.output
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+@pytest.mark.parametrize("where,script", _example_hooks(), ids=lambda v: v[:14])
+def test_example_hook_is_shellcheck_clean(tmp_path, where, script):
+    path = tmp_path / "hook"
+    path.write_text(script)
+    r = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout

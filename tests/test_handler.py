@@ -270,6 +270,21 @@ def test_a_hook_that_raises_is_a_failed_hook(env, logged):
     assert any(level == "err" and "hook buggy raised" in m for level, m in logged)
 
 
+def test_a_planner_that_raises_fails_the_change_instead_of_wedging_it(env):
+    check(env)
+
+    def broken(config, cls):
+        raise KeyError("no such built-in")
+
+    set_guid(env.root, G2)
+    assert check(env, planner=broken) == 1
+    ch = changes(env)[-1]
+    assert ch.status == "failed" and [(r.name, r.status) for r in ch.hooks] == [
+        ("plan", "failed")]
+    assert handler.retry(env.root, config=env.cfg, planner=env.plan) == 0
+    assert changes(env)[-1].status == "done" and len(read_log(env.log)) == 4
+
+
 # -- no ID, forced classes, signals --------------------------------------------------------
 
 
@@ -520,3 +535,25 @@ def test_unusable_database_is_exit_8_and_runs_nothing(env):
         check(env)
     assert exit_code_for(e.value) == exitcodes.STATE
     assert read_log(env.log) == []
+
+
+# -- logging ------------------------------------------------------------------------------
+
+
+def test_log_lines_are_single_and_go_to_stderr_when_asked(capsys):
+    log.set_stderr(True, prog="vmgenc")
+    try:
+        log.info("one\ntwo")
+        log.warning("careful")
+        log.debug("not on stderr")
+    finally:
+        log.set_stderr(None)
+    assert capsys.readouterr().err == "vmgenc: one two\nvmgenc: warning: careful\n"
+
+
+def test_not_a_tty_means_no_stderr(capsys):
+    log.set_stderr(None)
+    log.error("syslog only")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError):
+        log.set_level("loud")

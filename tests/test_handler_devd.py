@@ -7,7 +7,7 @@ import time
 
 import pytest
 from conftest import set_guid
-from handler_hooks import names_planner, read_log
+from handler_hooks import RecordingHook, names_planner, read_log
 
 from vmgenc_tools import exitcodes, fastcheck, handler
 from vmgenc_tools.history import History
@@ -66,7 +66,7 @@ def test_devd_records_pending_and_a_detached_worker_runs_the_hooks(devd_env):
     _wait_for(lambda: read_log(env.log))  # the first hook is running (held at the gate)
     st = status(env.root, config=env.cfg)
     assert st["state"] == "pending" and st["exit_code"] == 1
-    assert st["worker_pid"] == worker.pid  # the worker holds the lock
+    assert st["running_pid"] == worker.pid  # the worker holds the lock
     assert handler.RootLock.acquire(env.paths.lock, blocking=False) is None
     open(env.gate, "w").close()
     handler.wait_workers(60)
@@ -75,7 +75,7 @@ def test_devd_records_pending_and_a_detached_worker_runs_the_hooks(devd_env):
     assert ch.status == "done"
     assert [n for _, _, n in read_log(env.log)] == ["sshd_keys", "hostid", "entropy", "site"]
     st = status(env.root, config=env.cfg)
-    assert (st["state"], st["worker_pid"]) == ("settled", None)
+    assert (st["state"], st["running_pid"]) == ("settled", None)
     assert fastcheck.settled_state(env.root, env.cfg.dbdir,
                                    fastcheck.live_line(env.root)) == "done"
 
@@ -114,9 +114,20 @@ def test_a_change_right_at_release_is_picked_up(devd_env, monkeypatch):
     monkeypatch.setattr(handler.RootLock, "release", release)
     set_guid(env.root, G2)
     open(env.gate, "w").close()
-    handler.check(env.root, config=env.cfg, planner=names_planner(env.log))
+    seen = []
+
+    def look(ctx):  # the second round must also remove last-guid before its hooks
+        seen.append((ctx.new_guid, os.path.exists(env.paths.last_guid)))
+
+    def plan(config, cls):
+        return [RecordingHook("a", env.log, action=look)]
+
+    handler.check(env.root, config=env.cfg, planner=plan)
     assert [c.new_text for c in _rows(env)][-2:] == [G2, G3]
     assert _rows(env)[-1].status == "done"
+    assert seen == [(G2, False), (G3, False)]
+    assert fastcheck.settled_state(env.root, env.cfg.dbdir,
+                                   fastcheck.live_line(env.root)) == "done"
 
 
 def test_devd_inline_when_detach_is_off(devd_env, trusted_rc_conf):

@@ -134,6 +134,7 @@ class Record:
     tail: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "pairs", tuple(tuple(p) for p in self.pairs))
         if self.kind not in KINDS:
             raise UnknownKind(f"record kind {self.kind!r} is not one of ! + - ?")
         for key, value in self.pairs:

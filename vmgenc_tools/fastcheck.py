@@ -44,7 +44,7 @@ def under(root: str, path: str) -> str:
 
 
 def _rc_key(root: str) -> tuple[str, int]:
-    """Identity of everything /bin/sh would read, and the newest mtime among it."""
+    """Identity of everything /bin/sh would read, and the newest rc.conf mtime."""
     here = os.path.dirname(os.path.abspath(__file__))
     parts = [root, __version__]
     newest = 0
@@ -64,7 +64,8 @@ def _rc_key(root: str) -> tuple[str, int]:
                     continue
         for q, s in entries:
             parts.append(f"{q}:{s.st_ino}:{s.st_size}:{s.st_mtime_ns}:{s.st_ctime_ns}")
-            newest = max(newest, s.st_mtime_ns, s.st_ctime_ns)
+            if p != paths[0]:
+                newest = max(newest, s.st_mtime_ns)
     parts.append(repr(sorted((k, v) for k, v in os.environ.items() if k.startswith("vmgenc_"))))
     return repr(parts), newest
 
@@ -117,9 +118,10 @@ def config_vars(root: str) -> tuple[dict[str, str], str]:
 
     Cached in ``${root}/var/run/vmgenc/config.cache`` (owner-only), keyed on
     (path, inode, size, mtime, ctime) of every rc.conf file and directory entry,
-    the package version and ``vmgenc_*`` environment variables.  Files changed
-    in the last two seconds are not cached (timestamps are coarse), and an
-    invalid configuration is never cached.
+    the package version and ``vmgenc_*`` environment variables.  Files modified
+    in the last two seconds are not cached (timestamps are coarse: a second
+    same-size edit in the same tick would look unchanged), and an invalid
+    configuration is never cached.
     """
     import time
 
@@ -149,11 +151,26 @@ def load_config(root: str):  # -> config.Config (not imported here: keep this mo
 
 
 def live_line(root: str) -> str:
-    """Every unit's raw GUID as ``sysctl -x`` prints it, unit 0 first (NoDevice if none)."""
-    from .platform import read_guids
-    from .sysctl import get_backend
+    """Every unit's raw GUID as ``sysctl -x`` prints it, unit 0 first (NoDevice if none).
 
-    return " ".join(g.hex for g in read_guids(get_backend(root)))
+    Straight through the sysctl helpers (``platform`` and ``generation`` cost
+    imports); on any irregularity ``platform.read_guids`` raises the same error
+    the slow path would.
+    """
+    from .sysctl import get_backend, read_bytes, vmgenc_units
+    from .sysctl.errors import SysctlError
+
+    backend = get_backend(root)
+    try:
+        units = vmgenc_units(backend)
+        raws = [read_bytes(backend, f"dev.vmgenc.{u}.guid") for u in units]
+    except SysctlError:
+        raws = []
+    if not raws or any(len(r) != 16 for r in raws):
+        from .platform import read_guids
+
+        return " ".join(g.hex for g in read_guids(backend))
+    return " ".join("0x" + r.hex() for r in raws)
 
 
 def read_last_guid(path: str) -> tuple[str, str] | None:
@@ -212,6 +229,19 @@ def exit_code_for(exc: BaseException) -> int | None:
     return None
 
 
+def message_for(exc: BaseException) -> str:
+    """The one-line message: plain OSErrors as ``path: reason`` with a hint."""
+    from .sysctl.errors import SysctlError
+
+    if isinstance(exc, OSError) and not isinstance(exc, SysctlError) and exc.strerror:
+        import errno
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        hint = " (run as root)" if exc.errno in (errno.EACCES, errno.EPERM) else ""
+        return f"{where}{exc.strerror}{hint}"
+    return str(exc)
+
+
 def report(exc: BaseException, prog: str, *, to_syslog: bool = False) -> int:
     """One line on stderr (and syslog) for an expected error; re-raise a bug."""
     code = exit_code_for(exc)
@@ -221,10 +251,10 @@ def report(exc: BaseException, prog: str, *, to_syslog: bool = False) -> int:
         if code is None:
             log.exception(f"{prog}: unexpected error", exc)
         else:
-            log.error(str(exc))
+            log.error(message_for(exc))
     if code is None:
         raise exc
-    print(f"{prog}: {exc}", file=sys.stderr)
+    print(f"{prog}: {message_for(exc)}", file=sys.stderr)
     return code
 
 
@@ -284,10 +314,12 @@ def run_check(root: str, args: list[str]) -> int:
                     print(f"vmgenctl: the generation is {now}, not {expect}", file=sys.stderr)
                     return exitcodes.EXPECT_FAILED
                 return exitcodes.OK if state == "done" else exitcodes.PENDING_OR_FAILED
+        from .config import from_vars
         from .handler import check
 
         return check(root, source=str(opts["source"]), expect=opts["expect"],
-                     dry_run=bool(opts["dry_run"]), forced=opts["cls"])
+                     dry_run=bool(opts["dry_run"]), forced=opts["cls"],
+                     config=from_vars(values, root))
     except Exception as e:  # noqa: BLE001 - expected errors become exit codes; bugs re-raise
         return report(e, "vmgenctl")
 
@@ -305,8 +337,9 @@ def run_devd(root: str, argv: list[str]) -> int:
         line = live_line(root)
         if settled_state(root, dbdir, line) is not None:
             return exitcodes.OK  # a spurious notify, or a change already handled
+        from .config import from_vars
         from .handler import devd_event
 
-        return devd_event(root, acpi_path, timestamp)
+        return devd_event(root, acpi_path, timestamp, config=from_vars(values, root))
     except Exception as e:  # noqa: BLE001
         return report(e, "vmgenc-devd", to_syslog=True)

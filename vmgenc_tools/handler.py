@@ -35,8 +35,8 @@ import fcntl
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import exitcodes, log
 from .classify import classify
@@ -114,17 +114,23 @@ def _fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
-    """temp file, fsync, rename, fsync the directory."""
+def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """temp file, (fsync), rename, (fsync the directory): readers see old or new, never half."""
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
+    if durable:
+        _fsync_dir(os.path.dirname(path))
+
+
+def _ref(ch: Change) -> str:
+    return f"#{ch.id}" if ch.id is not None else "(not recorded)"
 
 
 # -- the lock ----------------------------------------------------------------------------
@@ -463,7 +469,15 @@ class Reconciler:
         unrecorded: list[HookRun] = []
         failed: list[str] = []
         stop = False
-        for hook in self.plan(ch.cls):
+        try:
+            hooks = self.plan(ch.cls)
+        except Exception as e:  # noqa: BLE001 - a broken plan fails the change, not the run
+            log.exception(f"change {_ref(ch)}: cannot plan the {ch.cls} hooks", e)
+            self._store(hist, ch, None, HookResult("plan", "failed", None, 0.0,
+                                                   f"{type(e).__name__}: {e}"), unrecorded)
+            failed.append("plan")
+            hooks = []
+        for hook in hooks:
             if hook.name in ok:
                 continue
             if stop:
@@ -501,11 +515,10 @@ class Reconciler:
             else:
                 ch.hooks.extend(unrecorded)
         self.handled.append(ch)
-        line = f"change #{ch.id}: " if recorded else "unrecorded change: "
         if failed:
-            log.warning(line + f"{ch.cls} hooks failed: {', '.join(failed)}")
+            log.warning(f"change {_ref(ch)}: {ch.cls} hooks failed: {', '.join(failed)}")
         else:
-            log.info(line + f"{ch.cls} settled, hooks done")
+            log.info(f"change {_ref(ch)}: {ch.cls} settled, hooks done")
 
     def _store(self, hist: History, ch: Change, run: HookRun | None, result: HookResult,
                unrecorded: list[HookRun]) -> None:
@@ -532,17 +545,16 @@ class Reconciler:
     # -- logging -------------------------------------------------------------------------
 
     def _log_change(self, ch: Change) -> None:
-        ref = f"#{ch.id}" if ch.id is not None else "(not recorded)"
         if ch.is_no_id:
-            log.warning(f"change {ref}: {ch.warning}")
+            log.warning(f"change {_ref(ch)}: {ch.warning}")
             return
         old = ch.old_text or "(none)"
-        log.notice(f"generation change {ref}: {old} -> {ch.new_text} class {ch.cls} "
+        log.notice(f"generation change {_ref(ch)}: {old} -> {ch.new_text} class {ch.cls} "
                    f"source {ch.source} ({ch.reason})")
 
     @staticmethod
     def _log_hook(ch: Change, r: HookResult) -> None:
-        msg = f"change #{ch.id}: hook {r.name}: {r.status}"
+        msg = f"change {_ref(ch)}: hook {r.name}: {r.status}"
         if r.exit_code not in (None, 0):
             msg += f" (exit {r.exit_code})"
         msg += f" in {r.duration_s:.2f} s"
@@ -564,6 +576,7 @@ class Reconciler:
                 want = (self.settled_line, status)
                 if read_last_guid(self.paths.last_guid) != want:
                     atomic_write(self.paths.last_guid, f"{want[0]}\n{want[1]}\n".encode())
+                self._cache_gone = False  # it is back: the next record must remove it again
         if self.config.metrics_file:
             try:
                 from . import metrics
@@ -660,7 +673,7 @@ def _acquire_waiting(path: str) -> RootLock:
 
 def summary(ch: Change) -> str:
     """One line per handled change for ``check``/``retry`` output."""
-    ref = f"#{ch.id}" if ch.id is not None else "(not recorded)"
+    ref = _ref(ch)
     if ch.is_no_id:
         return f"{ref} no-id: {ch.warning}"
     hooks = ", ".join(f"{r.name} {r.status}" for r in ch.latest_hooks())
@@ -721,8 +734,9 @@ def devd_event(root: str, acpi_path: str, timestamp: str, *, planner: Planner | 
     line = guid_line(snap.guids)
     ensure_dir(r.paths.dbdir)
     with contextlib.suppress(OSError):
-        atomic_write(r.paths.devd_event,
-                     f"{line}\t{snap.boot_time}\t{acpi_path}\t{timestamp}\n".encode(), 0o640)
+        atomic_write(r.paths.devd_event,  # a hint for the lock holder: no fsync needed
+                     f"{line}\t{snap.boot_time}\t{acpi_path}\t{timestamp}\n".encode(), 0o640,
+                     durable=False)
     lock = RootLock.acquire(r.paths.lock, blocking=False)
     if lock is None:
         log.debug("devd event: another vmgenc run holds the lock and will see this change")

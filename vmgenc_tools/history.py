@@ -31,13 +31,11 @@ the same at ten rows and at a million.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
-import uuid
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 
 from .hooks.base import HookResult
 
@@ -109,8 +107,13 @@ class HistoryWriteError(HistoryError):
 
 
 def utc_now() -> str:
-    """Now as UTC ISO-8601 with microseconds: fixed width, so text order is time order."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    """Now as UTC ISO-8601 with microseconds: fixed width, so text order is time order.
+
+    (``datetime.now(timezone.utc).isoformat(timespec="microseconds")``, without
+    importing datetime on the devd path.)
+    """
+    sec, ns = divmod(time.time_ns(), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{ns // 1000:06d}+00:00"
 
 
 @dataclass
@@ -585,7 +588,9 @@ class Journal:
 
     def append(self, entry: dict[str, object]) -> None:
         """Append one entry durably (raises OSError when even this fails)."""
-        entry = {"token": uuid.uuid4().hex, **entry}
+        import json
+
+        entry = {"token": os.urandom(16).hex(), **entry}
         data = (json.dumps(entry, sort_keys=True) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, DB_MODE)
         try:
@@ -603,6 +608,8 @@ class Journal:
 
     def read(self) -> list[dict]:
         """Complete entries (a torn last line from a crash is ignored)."""
+        import json
+
         try:
             with open(self.path, encoding="utf-8") as f:
                 lines = f.read().splitlines()

@@ -48,7 +48,7 @@ def collect(hist: History) -> str:
     newest = hist.last_change()
     ts = datetime.fromisoformat(last.detected_at).timestamp() if last else None
     failed = 0
-    if last is not None:
+    if last is not None and last.status != "done":
         failed = sum(1 for r in last.latest_hooks() if r.status not in ("ok", "running"))
     return render(counts, ts, failed, len(hist.pending()),
                   newest is not None and newest.is_no_id)

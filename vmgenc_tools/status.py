@@ -69,7 +69,7 @@ def status(root: str, *, config: Config | None = None,
         "guid_hex": guids[0].hex,
         "guids": [g.text for g in guids],
         "no_id": guids[0].is_zero,
-        "worker_pid": holder_pid(paths.lock),
+        "running_pid": holder_pid(paths.lock),
     }
     doc.update(details)
     return doc

@@ -108,6 +108,7 @@ class DevdWatcher:
     ``notify(message)`` is told about disconnects and reconnect attempts (the
     CLI prints them on stderr).  ``give_up_after`` (seconds without a
     connection) ends the iteration instead of waiting for devd forever.
+    :meth:`close` (from any thread) ends it for good.
     """
 
     def __init__(self, path: str, *, backoff_initial: float = BACKOFF_INITIAL,
@@ -123,16 +124,26 @@ class DevdWatcher:
         self.sleep = sleep
         self.sock: socket.socket | None = None
         self.reconnects = 0
+        self.closed = False
 
     def connect(self) -> None:
         """Connect now (raises :class:`DevdNotRunning`), so a caller can fail early."""
         if self.sock is None:
             self.sock = connect(self.path)
 
+    def _drop(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread
+            except OSError:
+                pass
+            sock.close()
+
     def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        """Stop: no more reads, no reconnecting."""
+        self.closed = True
+        self._drop()
 
     def __enter__(self) -> DevdWatcher:
         self.connect()
@@ -146,7 +157,7 @@ class DevdWatcher:
         delay = self.backoff_initial
         started = time.monotonic()
         attempt = 0
-        while True:
+        while not self.closed:
             attempt += 1
             try:
                 self.sock = connect(self.path)
@@ -161,20 +172,31 @@ class DevdWatcher:
             self.reconnects += 1
             self.notify(f"reconnected to {self.path}")
             return True
+        return False
 
     def packets(self) -> Iterator[tuple[bytes, bool]]:
         """Raw packets ``(data, truncated)``, across reconnects."""
+        if self.closed:
+            return
         self.connect()
         while True:
-            assert self.sock is not None
+            sock = self.sock
+            if sock is None:
+                return
             try:
-                data, _anc, flags, _addr = self.sock.recvmsg(RECV_MAX)
+                data, _anc, flags, _addr = sock.recvmsg(RECV_MAX)
             except ConnectionResetError:
                 data, flags = b"", 0
+            except OSError:
+                if self.closed:
+                    return
+                raise
             if data:
                 yield data, bool(flags & socket.MSG_TRUNC)
                 continue
-            self.close()
+            if self.closed:
+                return
+            self._drop()
             self.notify("devd closed the connection (devd restarted, or this client "
                         "fell behind and was dropped); reconnecting")
             if not self._reconnect():

@@ -21,7 +21,7 @@ def _records(lines: tuple[str, ...]) -> list[str | bytes]:
     out: list[str | bytes] = []
     for line in lines:
         if line == "-":
-            data = click.get_binary_stream("stdin").read()
+            data = sys.stdin.buffer.read()
             out += [rec for rec in data.split(b"\n") if rec.strip()]
         else:
             out.append(line)
@@ -59,12 +59,12 @@ def _show(answer) -> None:  # noqa: ANN001 - a reference.devd.Dispatch
 @click.pass_obj
 def devd_command(ctx: Ctx | None, files: tuple[str, ...], run: bool, as_json: bool,
                  timestamp: str | None, lines: tuple[str, ...]) -> int:
-    """Offline devd: for each devctl record LINE (``-``: one per stdin line), the
+    """Offline devd: for each devctl record LINE ("-": one per stdin line), the
     block that would run (file, line, priority) and the command devd hands to sh.
 
-    Without LINE, only parse the configuration.  Records starting with ``-``
-    (detach) go after ``--``.  Exit 1 when the configuration does not parse,
-    with devd's own message.
+    Without LINE, only parse the configuration.  Detach records (starting with
+    "-") go after "--".  Exit 1 when the configuration does not parse, with
+    devd's own message.
     """
     from ..reference.devd import DevdConfigError, DevdShellError, load_devd
 
@@ -74,7 +74,7 @@ def devd_command(ctx: Ctx | None, files: tuple[str, ...], run: bool, as_json: bo
     except DevdConfigError as e:
         for line in e.lines:
             click.echo(line, err=True)
-        return 1
+        click.get_current_context().exit(1)
     for warning in devd.warnings:
         click.echo(f"warning: {warning}", err=True)
     records = _records(lines)
@@ -83,7 +83,7 @@ def devd_command(ctx: Ctx | None, files: tuple[str, ...], run: bool, as_json: bo
         click.echo(f"parsed {len(devd.files)} file(s), {total} block(s): "
                    + ", ".join(devd.files))
         return 0
-    out = sys.stderr.fileno() if as_json and run else None
+    out = 2 if as_json and run else None  # keep stdout for the JSON document
     answers = []
     for record in records:
         try:

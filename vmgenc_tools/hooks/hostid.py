@@ -25,7 +25,8 @@ import os
 import re
 import subprocess
 import uuid
-from typing import Callable, Iterable
+from collections.abc import Iterable
+from typing import Callable
 
 from ..sysctl import SysctlError, get_backend, read_string, write_string, write_ulong
 from . import atomic, rcvars
@@ -71,8 +72,9 @@ def machine_id_of(text: str) -> str:
 
 
 def new_uuid(avoid: Iterable[str | None] = (),
-             draw: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+             draw: Callable[[], uuid.UUID] | None = None) -> str:
     """A random lowercase UUID that passes :func:`valid_hostid` and is none of ``avoid``."""
+    draw = draw or uuid.uuid4
     banned = {a.strip().lower() for a in avoid if a}
     for _ in range(64):
         text = str(draw()).lower()

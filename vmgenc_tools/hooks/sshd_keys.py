@@ -35,8 +35,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from . import atomic
 from .base import HookContext
@@ -90,7 +90,7 @@ def _split(rest: str) -> list[str]:
 
 
 def read_sshd_config(ctx: HookContext, path: str | None = None, depth: int = 0) -> SshdConfig:
-    """``HostKey`` and ``HostCertificate`` lines, following ``Include``, up to the first ``Match``."""
+    """``HostKey`` and ``HostCertificate`` lines, following ``Include``, up to ``Match``."""
     out = SshdConfig([], [])
     path = path or ctx.config.path(ctx.config.sshd_config)
     try:

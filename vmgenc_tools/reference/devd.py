@@ -3,12 +3,13 @@
 Modelled on the FreeBSD 14 sources (``sbin/devd/token.l``, ``parse.y``,
 ``devd.cc``; ``lib/libc/regex``) and on what running the real devd showed:
 
-* **Lexer** as ``token.l`` under flex: longest match, keywords before ``ID``;
-  ``#`` and ``//`` comments run to a newline (flex's ``$`` needs one: a comment on a
-  last line without newline is *not* a comment); ``/* */`` comments; a string is
-  ``"[^"]+"`` (no ``"`` inside, no escapes, newlines allowed, backslash-newline plus
-  the following whitespace dropped); a character no rule matches is echoed by flex
-  and otherwise ignored (kept in :attr:`Devd.warnings`).
+* **Lexer** as FreeBSD 14's ``token.l`` under flex: longest match, keywords before
+  ``ID``; ``#`` and ``//`` comments run to a newline (flex's ``$`` needs one: a comment
+  on a last line without newline is *not* a comment, by flex's rules, not observed);
+  ``/* */`` comments end at the first ``*/`` (older token.l copies were greedy); a
+  string is ``"[^"]+"`` (no ``"`` inside, so ``""`` is no string; no escapes; newlines
+  allowed; backslash-newline and the whitespace after it dropped); a character no
+  rule matches is echoed by flex and otherwise ignored (see :attr:`Devd.warnings`).
 * **Grammar** as ``parse.y``; a syntax error is reported at the next token,
   ``devd[PID]: line N: TOKEN: syntax error.`` then ``devd: Cannot parse FILE at
   line N``, and stops devd (:class:`DevdConfigError`).  Line numbers count the
@@ -22,10 +23,12 @@ Modelled on the FreeBSD 14 sources (``sbin/devd/token.l``, ``parse.y``,
   (``"^" + re + "$"``: ``A|B`` is ``^A|B$``), case-insensitive, a leading ``!``
   inverts; ``$var`` in a pattern is expanded from ``set`` variables when the file
   is parsed.  FreeBSD's regcomp (13+) is translated, not borrowed from Python's
-  ``re``: ``\\_`` is ``_``; ``\\\\`` is a backslash; ``\\d``, ``\\w`` (any escaped
-  letter), lazy ``+?`` and ``(?`` are compile errors, and devd ignores regcomp's
-  result, so such a match never succeeds (inverted: always).  Those are listed in
-  :attr:`Devd.warnings`.  Matching works on bytes in the C locale.
+  ``re``: ``\\_`` is ``_`` (observed); ``\\\\`` is a backslash; ``\\d``, ``\\w`` (any
+  escaped letter: REG_EESCAPE since FreeBSD 13, read in regcomp.c, not run), lazy
+  ``+?`` and ``(?`` are compile errors, and devd ignores regcomp's result, so such a
+  match never succeeds (inverted: always).  Those are listed in
+  :attr:`Devd.warnings`.  Matching works on bytes in the C locale; ``[[:<:]]``,
+  ``\\<`` and their ends are word boundaries; ranges are by byte value.
 * **Dispatch**: blocks are stable-sorted by priority, highest first; only the
   first block whose matches all succeed runs (a block with matches and no action
   still swallows the event; an empty block is never registered).
@@ -134,7 +137,8 @@ def _string_value(yytext: str) -> str:
 
 def _atoi(digits: str) -> int:
     """atoi(3) on FreeBSD (strtol clamped to LONG_MAX, then truncated to int)."""
-    value = min(int(digits), 2**63 - 1)
+    digits = digits.lstrip("0") or "0"
+    value = 2**63 - 1 if len(digits) > 19 else min(int(digits), 2**63 - 1)
     return (value + 2**31) % 2**32 - 2**31
 
 
@@ -165,18 +169,16 @@ def tokenize(text: str) -> tuple[list[Token], list[tuple[int, str]]]:
         elif c == "}":
             emit("ENDBLOCK", c, c)
             i += 1
-        elif c in "#/" and _LINE_COMMENT.match(text, i):
-            i = _LINE_COMMENT.match(text, i).end()
-        elif text.startswith("/*", i) and text.find("*/", i + 2) >= 0:
-            end = text.find("*/", i + 2) + 2
-            line += _c_newlines(text[i:end])
-            i = end
+        elif c in "#/" and (m := _LINE_COMMENT.match(text, i)):
+            i = m.end()
+        elif text.startswith("/*", i) and (end := text.find("*/", i + 2)) >= 0:
+            line += _c_newlines(text[i:end + 2])
+            i = end + 2
         elif "0" <= c <= "9":
             m = _NUMBER.match(text, i)
             emit("NUMBER", m.group(), _atoi(m.group()))
             i = m.end()
-        elif c == '"' and _STRING.match(text, i):
-            m = _STRING.match(text, i)
+        elif c == '"' and (m := _STRING.match(text, i)):
             line += _c_newlines(m.group())
             emit("STRING", m.group(), _string_value(m.group()))
             i = m.end()
@@ -734,7 +736,7 @@ class _Parser:
             var = str(self.take("STRING").value)
             pattern = str(self.take("STRING").value)
             self.take("SEMICOLON")
-            block.tests.append(self.devd._new_match(var, pattern, self.shown, tok.line))
+            block.tests.append(self.devd.make_match(var, pattern, self.shown, tok.line))
             return
         value = str(self.take("STRING").value)
         self.take("SEMICOLON")
@@ -748,7 +750,7 @@ class _Parser:
                     "ATM or unknown: devd treats it as unknown")
             block.tests.append(media)
         else:
-            block.tests.append(self.devd._new_match(tok.text, value, self.shown, tok.line))
+            block.tests.append(self.devd.make_match(tok.text, value, self.shown, tok.line))
 
 
 def syntax_error(shown: str, tok: Token) -> DevdConfigError:
@@ -792,7 +794,8 @@ class Devd:
         self.files.append(shown)
         _Parser(self, tokens, shown).parse()
 
-    def _new_match(self, var: str, source: str, shown: str, line: int) -> Match:
+    def make_match(self, var: str, source: str, shown: str, line: int) -> Match:
+        """devd's ``match`` constructor: expand ``$vars`` now, regcomp (failures kept)."""
         inverted = source.startswith("!")
         regex = expand(source[1:] if inverted else source, self._global, quote=False,
                        prefix="^", suffix="$")

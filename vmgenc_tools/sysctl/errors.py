@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Callable
+from collections.abc import Callable
 
 VMGENC_HINT = (
     "the vmgenc driver is not attached: 'kldload vmgenc' or vmgenc_load=\"YES\" in "

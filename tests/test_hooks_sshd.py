@@ -1,0 +1,396 @@
+"""sshd_keys: real ssh-keygen, a real sshd on 127.0.0.1, crash safety, HostKey paths, dry-run."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+from hooks_sandbox import ctx_for, keygen, make_trusted, read_bytes, temp_leftovers, write_rc_conf
+
+from vmgenc_tools.hooks import runner, sshd_keys
+from vmgenc_tools.hooks.base import HookResult
+
+SSHD = "/usr/sbin/sshd"
+TYPES = ("rsa", "ecdsa", "ed25519")
+WIRE = {"ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa", "ecdsa-sha2-nistp384": "ecdsa",
+        "ssh-ed25519": "ed25519", "ssh-dss": "dsa"}
+
+
+def key_path(root: str, t: str, d: str = "etc/ssh") -> str:
+    return os.path.join(root, d, f"ssh_host_{t}_key")
+
+
+def pub_blobs(paths: dict[str, str]) -> dict[str, str]:
+    """``{type: base64 blob}`` of the .pub files."""
+    out = {}
+    for t, p in paths.items():
+        with open(p + ".pub") as f:
+            out[t] = f.read().split()[1]
+    return out
+
+
+@pytest.fixture
+def ssh_root(kernel_root):
+    """A root with 1024-bit RSA (fast), ECDSA and Ed25519 host keys in /etc/ssh."""
+    make_trusted(kernel_root, ssh_rsa_bits="1024")
+    for t in TYPES:
+        keygen(key_path(kernel_root, t), t, 1024 if t == "rsa" else None)
+    return kernel_root
+
+
+def default_keys(root: str) -> dict[str, str]:
+    return {t: key_path(root, t) for t in TYPES}
+
+
+def run_hook(root: str, dry_run: bool = False) -> HookResult:
+    return runner.builtin("sshd_keys").run(ctx_for(root, dry_run=dry_run))
+
+
+# -- a real sshd -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keyscan(port: int) -> dict[str, str]:
+    r = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "rsa,ecdsa,ed25519", "-p", str(port),
+                        "127.0.0.1"], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    out = {}
+    for line in r.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not line.startswith("#"):
+            out[WIRE.get(fields[1], fields[1])] = fields[2]
+    return out
+
+
+def wait_for(cond, what: str, limit: float = 30.0):  # noqa: ANN001, ANN201 - test helper
+    """Poll until ``cond()`` is truthy (a readiness wait, not a timing assertion)."""
+    deadline = time.monotonic() + limit
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+class Sshd:
+    def __init__(self, root: str, proc: subprocess.Popen, port: int, logfile: str) -> None:
+        self.root, self.proc, self.port, self.logfile = root, proc, port, logfile
+
+    def log(self) -> str:
+        with open(self.logfile, errors="replace") as f:
+            return f.read()
+
+
+@pytest.fixture
+def sshd(ssh_root):
+    if not os.access(SSHD, os.X_OK):
+        pytest.skip(f"{SSHD} not installed (make test installs openssh-server)")
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # Debian's privsep directory
+    conf = os.path.join(ssh_root, "etc", "ssh", "sshd_config")
+    pidfile = os.path.join(ssh_root, "var", "run", "sshd.pid")
+    with open(conf, "w") as f:
+        for t in TYPES:
+            f.write(f"HostKey {key_path(ssh_root, t)}\n")
+        f.write(f"PidFile {pidfile}\nUsePAM no\nLogLevel INFO\n")
+    port = free_port()
+    logfile = os.path.join(os.path.dirname(ssh_root), "sshd.log")
+    with open(logfile, "w") as out:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", conf, "-o", "ListenAddress=127.0.0.1",
+                                 "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    server = Sshd(ssh_root, proc, port, logfile)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited {proc.returncode}: {server.log()}")
+        return os.path.exists(pidfile) and len(keyscan(port)) == 3
+
+    try:
+        wait_for(ready, "sshd to listen")
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_real_sshd_serves_old_then_new_keys_and_is_reloaded(sshd):
+    root = sshd.root
+    old_files = pub_blobs(default_keys(root))
+    assert keyscan(sshd.port) == old_files
+    result = run_hook(root)
+    assert result.status == "ok", result.output
+    assert f"reloaded sshd (SIGHUP to pid {sshd.proc.pid})" in result.output
+    new_files = pub_blobs(default_keys(root))
+    assert all(new_files[t] != old_files[t] for t in TYPES)
+    # SIGHUP: sshd re-executes itself (same pid) and listens again
+    wait_for(lambda: "Received SIGHUP; restarting." in sshd.log(), "the SIGHUP in sshd's log")
+    wait_for(lambda: sshd.log().count("Server listening on 127.0.0.1") >= 2, "sshd to restart")
+    assert sshd.proc.poll() is None
+    assert wait_for(lambda: (lambda k: k if len(k) == 3 else None)(keyscan(sshd.port)),
+                    "a full keyscan") == new_files
+    for t, p in default_keys(root).items():
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(p + ".pub").st_mode) == 0o644
+        fp = subprocess.run(["ssh-keygen", "-l", "-f", p + ".pub"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+        assert f"new {t} host key /etc/ssh/ssh_host_{t}_key: {fp}" in result.output
+    assert temp_leftovers(os.path.join(root, "etc", "ssh")) == []
+
+
+def test_keyscan_never_misses_a_key_during_rotation(sshd):
+    """Rotation alone (no reload here: see the note) never leaves sshd without a key.
+
+    sshd loads its host keys for every connection, so scans during the
+    renames see, per type, the old key or a new one — never nothing.  The
+    reload is left out on purpose: on SIGHUP sshd closes its listening socket
+    and re-executes, and connections in that instant are refused; that is
+    sshd's own restart, tested above, not a gap in the key files.
+    """
+    root = sshd.root
+    write_rc_conf(root, ssh_rsa_bits="1024", sshd_pidfile="/var/run/no-reload.pid")
+    allowed = {t: {b} for t, b in pub_blobs(default_keys(root)).items()}
+    lock = threading.Lock()
+    stop = threading.Event()
+    rotations: list[HookResult] = []
+
+    def rotate() -> None:  # rotate again and again until the scans are done
+        while not stop.is_set():
+            result = run_hook(root)
+            with lock:
+                rotations.append(result)
+                for k, b in pub_blobs(default_keys(root)).items():
+                    allowed[k].add(b)
+
+    rotator = threading.Thread(target=rotate)
+    rotator.start()
+    scans: list[tuple[dict[str, str], int, int]] = []
+    try:
+        wait_for(lambda: rotations, "the first rotation")
+        for _ in range(6):
+            n0 = len(rotations)
+            scan = keyscan(sshd.port)
+            scans.append((scan, n0, len(rotations)))
+    finally:
+        stop.set()
+        rotator.join(120)
+    assert all(r.status == "ok" and "not reloaded" in r.output for r in rotations)
+    assert any(n1 > n0 for _, n0, n1 in scans)  # renames happened while sshd was scanned
+    for scan, _, _ in scans:
+        assert set(scan) == set(TYPES), f"a scan missed a key type: {scan}"
+        for k, b in scan.items():
+            assert b in allowed[k]
+    assert keyscan(sshd.port) == pub_blobs(default_keys(root))  # served without a reload
+    assert "Received SIGHUP" not in sshd.log()
+
+
+# -- crash safety ----------------------------------------------------------------------------
+
+
+def test_failed_rename_leaves_the_old_key_and_no_temp_file(ssh_root, mocker):
+    keys = default_keys(ssh_root)
+    before = {t: (read_bytes(p), read_bytes(p + ".pub")) for t, p in keys.items()}
+    real_replace = os.replace
+    calls = []
+
+    def flaky(src, dst, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(dst)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "Input/output error", dst)
+        return real_replace(src, dst, *a, **kw)
+
+    mocker.patch("os.replace", side_effect=flaky)
+    result = run_hook(ssh_root)
+    assert result.status == "failed"
+    assert "Input/output error" in result.output
+    failed_key = calls[0]
+    t = next(t for t, p in keys.items() if p == failed_key)
+    assert (read_bytes(failed_key), read_bytes(failed_key + ".pub")) == before[t]
+    assert temp_leftovers(os.path.join(ssh_root, "etc", "ssh")) == []
+    mocker.stopall()
+    assert run_hook(ssh_root).status == "ok"
+    assert all(read_bytes(p) != before[t][0] for t, p in keys.items())
+    assert temp_leftovers(os.path.join(ssh_root, "etc", "ssh")) == []
+
+
+def test_crash_between_temp_write_and_rename(ssh_root):
+    """A real crash (the process dies at its first rename): old keys whole, temps cleaned next."""
+    keys = default_keys(ssh_root)
+    before = {t: (read_bytes(p), read_bytes(p + ".pub")) for t, p in keys.items()}
+    pid = os.fork()
+    if pid == 0:  # child: die exactly where a power cut would hurt most
+        try:
+            os.replace = lambda *a, **kw: os._exit(9)  # type: ignore[assignment]
+            run_hook(ssh_root)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    for t, p in keys.items():
+        assert (read_bytes(p), read_bytes(p + ".pub")) == before[t]
+    ssh_dir = os.path.join(ssh_root, "etc", "ssh")
+    left = temp_leftovers(ssh_dir)
+    assert len(left) == 2 * len(TYPES)  # every generated pair, never renamed
+    result = run_hook(ssh_root)
+    assert result.status == "ok", result.output
+    assert temp_leftovers(ssh_dir) == []
+    assert all(read_bytes(p) != before[t][0] for t, p in keys.items())
+
+
+def test_only_our_stale_temp_files_are_removed(ssh_root):
+    ssh_dir = os.path.join(ssh_root, "etc", "ssh")
+    ours = [".vmgenc-tmp-ssh_host_ed25519_key.0123abcd", ".vmgenc-tmp-ssh_host_ed25519_key."
+            "0123abcd.pub"]
+    foreign = [".vmgenc-tmp-notes", "ssh_host_ed25519_key.bak"]
+    for n in ours + foreign:
+        with open(os.path.join(ssh_dir, n), "w") as f:
+            f.write("x")
+    dry = run_hook(ssh_root, dry_run=True)
+    assert "would remove /etc/ssh/.vmgenc-tmp-ssh_host_ed25519_key.0123abcd" in dry.output
+    assert run_hook(ssh_root).status == "ok"
+    left = set(os.listdir(ssh_dir))
+    assert not left & set(ours)
+    assert set(foreign) <= left
+
+
+# -- which keys ------------------------------------------------------------------------------
+
+
+def test_hostkey_lines_and_include_name_other_paths(ssh_root):
+    ssh_dir = os.path.join(ssh_root, "etc", "ssh")
+    os.makedirs(os.path.join(ssh_dir, "keys"), mode=0o755)
+    os.makedirs(os.path.join(ssh_dir, "sshd_config.d"), mode=0o755)
+    custom = os.path.join(ssh_dir, "keys", "host-ed")  # type known only from its .pub
+    keygen(custom, "ed25519")
+    included = os.path.join(ssh_dir, "keys", "ssh_host_ecdsa_key")
+    keygen(included, "ecdsa", 384)
+    with open(os.path.join(ssh_dir, "sshd_config"), "w") as f:
+        f.write('# host keys\nInclude sshd_config.d/*.conf\nHostKey "/etc/ssh/keys/host-ed"\n'
+                "Match User nobody\n  HostKey /etc/ssh/never\n")
+    with open(os.path.join(ssh_dir, "sshd_config.d", "10-keys.conf"), "w") as f:
+        f.write("hostkey=/etc/ssh/keys/ssh_host_ecdsa_key\n")
+    old = {p: read_bytes(p) for p in (custom, included, *default_keys(ssh_root).values())}
+    result = run_hook(ssh_root)
+    assert result.status == "ok", result.output
+    assert all(read_bytes(p) != b for p, b in old.items())  # listed and default copies
+    assert "/etc/ssh/keys/host-ed:" in result.output
+    assert "384 SHA256:" in result.output  # the ECDSA curve size was kept
+    assert not os.path.exists(os.path.join(ssh_dir, "never"))
+
+
+def test_hostkey_lines_only_no_default_keys_created(ssh_root):
+    ssh_dir = os.path.join(ssh_root, "etc", "ssh")
+    for t in ("rsa", "ecdsa"):
+        for f in (key_path(ssh_root, t), key_path(ssh_root, t) + ".pub"):
+            os.unlink(f)
+    with open(os.path.join(ssh_dir, "sshd_config"), "w") as f:
+        f.write("HostKey /etc/ssh/ssh_host_ed25519_key\n")
+    result = run_hook(ssh_root)
+    assert result.status == "ok", result.output
+    assert not os.path.exists(key_path(ssh_root, "rsa"))
+    assert "no rsa key: sshd_config names no rsa HostKey, none created" in result.output
+
+
+def test_no_keys_yet_creates_sshds_defaults(ssh_root):
+    for t in TYPES:
+        for f in (key_path(ssh_root, t), key_path(ssh_root, t) + ".pub"):
+            os.unlink(f)
+    assert run_hook(ssh_root).status == "ok"
+    assert set(pub_blobs(default_keys(ssh_root))) == set(TYPES)
+
+
+def test_types_not_configured_are_left_alone_unless_told(ssh_root):
+    write_rc_conf(ssh_root, ssh_keytypes="ed25519")
+    keys = default_keys(ssh_root)
+    rsa_before = read_bytes(keys["rsa"])
+    ed_before = read_bytes(keys["ed25519"])
+    result = run_hook(ssh_root)
+    assert result.status == "ok"
+    assert read_bytes(keys["rsa"]) == rsa_before and read_bytes(keys["ed25519"]) != ed_before
+    assert "left alone (vmgenc_ssh_remove_other=NO)" in result.output
+    write_rc_conf(ssh_root, ssh_keytypes="ed25519", ssh_remove_other="YES")
+    result = run_hook(ssh_root)
+    assert result.status == "ok"
+    for t in ("rsa", "ecdsa"):
+        assert not os.path.exists(keys[t]) and not os.path.exists(keys[t] + ".pub")
+        assert f"removed /etc/ssh/ssh_host_{t}_key" in result.output
+    assert os.path.exists(keys["ed25519"])
+
+
+def test_rsa_bits_and_comment(ssh_root):
+    write_rc_conf(ssh_root, ssh_keytypes="rsa", ssh_rsa_bits="2048")
+    assert run_hook(ssh_root).status == "ok"
+    out = subprocess.run(["ssh-keygen", "-l", "-f", key_path(ssh_root, "rsa") + ".pub"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("2048 SHA256:")
+    assert f"root@{socket.gethostname()}" in out
+
+
+def test_hostcertificate_warning(ssh_root):
+    with open(os.path.join(ssh_root, "etc", "ssh", "sshd_config"), "w") as f:
+        f.write("HostCertificate /etc/ssh/ssh_host_ed25519_key-cert.pub\n")
+    result = run_hook(ssh_root)
+    assert "warning: HostCertificate /etc/ssh/ssh_host_ed25519_key-cert.pub" in result.output
+
+
+# -- reload decisions and dry-run ------------------------------------------------------------
+
+
+def test_no_reload_without_a_running_sshd(ssh_root):
+    assert "sshd not running (no /var/run/sshd.pid): not reloaded" in run_hook(ssh_root).output
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(os.path.join(ssh_root, "var", "run", "sshd.pid"), "w") as f:
+        f.write(f"{dead.pid}\n")
+    assert "stale /var/run/sshd.pid" in run_hook(ssh_root).output
+
+
+def test_a_pidfile_naming_another_program_is_not_signalled(ssh_root):
+    # our own pid: a SIGHUP would end this test run
+    with open(os.path.join(ssh_root, "var", "run", "sshd.pid"), "w") as f:
+        f.write(f"{os.getpid()}\n")
+    result = run_hook(ssh_root)
+    assert result.status == "ok"
+    assert re.search(rf"pid {os.getpid()} in /var/run/sshd.pid is '[^']+', not sshd",
+                     result.output)
+
+
+def test_dry_run_changes_nothing(ssh_root):
+    keys = default_keys(ssh_root)
+    before = {p: read_bytes(p) for p in keys.values()}
+    result = run_hook(ssh_root, dry_run=True)
+    assert result.status == "ok"
+    assert {p: read_bytes(p) for p in keys.values()} == before
+    lines = result.output.splitlines()
+    assert "would replace /etc/ssh/ssh_host_rsa_key(.pub) with a new 1024-bit rsa key" in lines
+    assert "would not reload sshd: sshd not running (no /var/run/sshd.pid)" in lines
+
+
+def test_keygen_failure_is_reported_and_keys_kept(ssh_root, mocker):
+    keys = default_keys(ssh_root)
+    before = {p: read_bytes(p) for p in keys.values()}
+    mocker.patch.object(sshd_keys, "keygen_command",
+                        side_effect=lambda kg, k, tmp, ctx: [kg, "-t", "nosuchtype", "-f", tmp])
+    result = run_hook(ssh_root)
+    assert result.status == "failed"
+    assert "ssh-keygen -t" in result.output
+    assert {p: read_bytes(p) for p in keys.values()} == before
+    assert temp_leftovers(os.path.join(ssh_root, "etc", "ssh")) == []
