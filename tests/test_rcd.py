@@ -385,7 +385,6 @@ def test_unknown_verb_prints_usage(rc):
 
 
 def test_boot_check_end_to_end_with_real_vmgenctl(tmp_path, kernel_root, trusted_rc_conf):
-    pytest.importorskip("vmgenc_tools.fastcheck")
     trusted_rc_conf(kernel_root, vmgenc_enable="YES", vmgenc_hooks_first_seen="",
                     vmgenc_hooks_clone="", vmgenc_hooks_restore="",
                     vmgenc_hooks_platform_restart="", vmgenc_hooks_unknown="")

@@ -31,12 +31,7 @@ def _register() -> None:
 
     sim_extra = []
     for mod in ("status", "hooks", "sim", "sim_devd", "watch"):
-        try:
-            m = importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{mod}":
-                raise
-            continue
+        m = importlib.import_module(f"{__name__}.{mod}")
         for cmd in getattr(m, "COMMANDS", ()):
             app.add_command(cmd)
         sim_extra += getattr(m, "SIM_COMMANDS", ())

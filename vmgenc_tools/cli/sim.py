@@ -39,19 +39,11 @@ def _call(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - thin w
 
 def _deliver(vm: SimulatedVM) -> None:
     """Hand the queued devctl records to the devd model, as devd reads /dev/devctl."""
-    answers = _call(vm.deliver)
-    if answers is None:
-        pending = vm.info()["devctl_queued"]
-        if pending:
-            click.echo(f"devd model not installed: {pending} devctl record(s) left queued")
-        return
-    for record, answer in answers:
+    for record, answer in _call(vm.deliver):
         click.echo(f"devd <- {record.rstrip()}")
-        match = getattr(answer, "match", None)
-        statuses = getattr(answer, "statuses", None) or []
-        for cmd, status in zip(getattr(answer, "commands", []), statuses):
-            click.echo(f"devd: {match.file}:{match.line} ran {cmd!r}: exit {status}"
-                       if match else f"devd: ran {cmd!r}: exit {status}")
+        where = f"{answer.match.file}:{answer.match.line}: " if answer.match else ""
+        for cmd, status in zip(answer.commands, answer.statuses or []):
+            click.echo(f"devd: {where}Executing '{cmd}' -> exit {status}")
 
 
 def _print_change(res: ChangeResult) -> None:
@@ -66,13 +58,8 @@ def _print_change(res: ChangeResult) -> None:
 
 def _boot_check(root: str) -> int:
     """What rc.d/vmgenc does at boot (it runs before devd: ``# BEFORE: devd``)."""
-    try:
-        from ..fastcheck import run_check
-    except ModuleNotFoundError as e:
-        if e.name and e.name.endswith("fastcheck"):
-            raise Fail("the boot check (vmgenc_tools.fastcheck) is not installed",
-                       exitcodes.ENVIRONMENT) from None
-        raise
+    from ..fastcheck import run_check
+
     return run_check(root, ["--source", "boot"])
 
 

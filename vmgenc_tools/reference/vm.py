@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import exitcodes, simstate
 from ..generation import Generation, GenerationError
@@ -43,6 +44,9 @@ from .hypervisor import PRESETS, Preset, get_preset
 from .kernel import Kernel, empty_model
 from .memory import GuestMemory
 from .random import RANDOM_PURE_VMGENID
+
+if TYPE_CHECKING:
+    from .devd import Dispatch
 
 STATE_FILE = "vm.json"
 STATE_VERSION = 1
@@ -526,20 +530,15 @@ class SimulatedVM:
                 out.append(rec)
         return out
 
-    def deliver(self, records: list[str] | None = None) -> list[tuple[str, object]] | None:
+    def deliver(self, records: list[str] | None = None) -> list[tuple[str, Dispatch]]:
         """Hand devctl records to the devd model (``reference.devd``), one by one.
 
         devd parses its configuration first (a broken one stops it: the records
         stay queued, :class:`SimError`); then, with ``records`` None, the queue is
-        drained.  Returns ``(record, devd's Dispatch)`` pairs, or None — leaving
-        the queue untouched — when the devd model is not installed.
+        drained.  Returns ``(record, devd's Dispatch)`` pairs.
         """
-        try:
-            from .devd import DevdError, load_devd
-        except ModuleNotFoundError as e:
-            if e.name and e.name.endswith("reference.devd"):
-                return None
-            raise
+        from .devd import DevdError, load_devd
+
         try:
             devd = load_devd(self.root)
         except DevdError as e:
@@ -633,27 +632,13 @@ def generate_host_keys(ssh_dir: str, types: tuple[str, ...] = SSH_KEY_TYPES) -> 
 
 
 def install_devd_and_rc(root: str) -> list[str]:
-    """Stock-like devd.conf (devd model), the project's devd snippet and rc.d script."""
-    installed = []
-    try:
-        from .devd import install_configs
-    except ModuleNotFoundError as e:
-        if not (e.name and e.name.endswith("reference.devd")):
-            raise
-    else:
-        with contextlib.suppress(FileNotFoundError):   # the snippet is not shipped yet
-            installed += install_configs(root)
+    """Stock-like devd.conf and the devd snippet (devd model), and the rc.d script."""
     from .. import shipped
+    from .devd import install_configs
 
-    for rel, dest, mode in (("devd/vmgenc.conf", "usr/local/etc/devd/vmgenc.conf", 0o644),
-                            ("rc.d/vmgenc", "usr/local/etc/rc.d/vmgenc", 0o555)):
-        try:
-            text = shipped.install_text(rel)
-        except FileNotFoundError:
-            continue
-        path = os.path.join(root, dest)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        simstate.atomic_write(path, text.encode(), mode)
-        os.chmod(path, mode)
-        installed.append(path)
-    return installed
+    installed = install_configs(root)
+    path = os.path.join(root, "usr/local/etc/rc.d/vmgenc")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    simstate.atomic_write(path, shipped.install_text("rc.d/vmgenc").encode(), 0o555)
+    os.chmod(path, 0o555)
+    return installed + [path]
