@@ -15,7 +15,10 @@ from vmgenc_tools.hooks.base import HookContext, HookResult
 
 
 class RecordingHook:
-    """Appends ``<new_guid> <class> <name>`` to ``logfile`` when it starts; may wait or fail."""
+    """Appends ``<new_guid> <class> <name>`` to ``logfile`` when it starts; may wait or fail.
+
+    In a dry run it only says so, as every hook must.
+    """
 
     def __init__(self, name: str, logfile: str, *, sleep: float = 0.0, fail: bool = False,
                  gate: str | None = None,
@@ -28,6 +31,8 @@ class RecordingHook:
         self.action = action
 
     def run(self, ctx: HookContext) -> HookResult:
+        if ctx.dry_run:
+            return HookResult(self.name, "skipped", output=f"would log to {self.logfile}\n")
         t0 = time.monotonic()
         fd = os.open(self.logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

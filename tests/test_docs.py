@@ -209,7 +209,7 @@ def test_history_json_fields_and_hook_statuses_documented():
 def test_hook_environment_and_builtins_documented():
     body = section(render(HOOKS), "DESCRIPTION")
     ctx = HookContext(Config(), new_guid="x", old_guid=None, cls="clone", source="boot")
-    for var in (*ctx.env(), "VMGENC_DRY_RUN"):
+    for var in ctx.env():
         assert re.search(rf"^\s+{var}\s", body, re.M), var
     for name in (*BUILTIN_HOOKS, SITE):
         assert re.search(rf"\b{name}\b", body), name
@@ -268,7 +268,8 @@ def _example_hooks() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("where,script", _example_hooks(), ids=lambda v: v[:14])
 def test_example_hook_runs_as_documented(tmp_path, trusted_rc_conf, where, script):
-    """The example hook really runs under the runner: no-op unless clone, dry run, clone."""
+    """The example hook really runs under the runner: no-op unless clone, not run in a dry run,
+    then a clone."""
     from vmgenc_tools.config import load
     from vmgenc_tools.hooks.runner import plan
 
@@ -297,7 +298,7 @@ def test_example_hook_runs_as_documented(tmp_path, trusted_rc_conf, where, scrip
     r = run("restore")
     assert (r.status, r.exit_code) == ("ok", 0)
     r = run("clone", dry=True)
-    assert r.status == "ok" and "would remove" in r.output
+    assert r.status == "skipped" and "would run" in r.output
     assert (keys / "minion.pem").exists()
     r = run("clone")
     assert (r.status, r.exit_code) == ("ok", 0), r.output

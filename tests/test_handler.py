@@ -436,6 +436,7 @@ def test_dry_run_writes_nothing(env, capsys):
     check(env, dry_run=True)
     out = capsys.readouterr().out
     assert f"-> {G2} as clone" in out and "hooks: sshd_keys hostid entropy site" in out
+    assert "  sshd_keys: would log to " in out
     assert len(changes(env)) == 1 and cache(env) == before and read_log(env.log) == []
 
 

@@ -181,11 +181,14 @@ def test_killed_by_signal_is_a_failure(root):
     assert "killed by signal 9" in result.output
 
 
-def test_dry_run_sets_the_variable(root):
-    add_hook(root, "10-dry", 'echo "dry=${VMGENC_DRY_RUN:-0}"')
-    assert runner.run_site_hook(hooks_path(root, "10-dry"), ctx_for(root, dry_run=True)
-                                ).output == "dry=1\n"
-    assert runner.run_site_hook(hooks_path(root, "10-dry"), ctx_for(root)).output == "dry=0\n"
+def test_dry_run_names_a_site_hook_without_running_it(root):
+    add_hook(root, "10-dry", 'touch "$VMGENC_ROOT/ran"; echo ran')
+    result = runner.run_site_hook(hooks_path(root, "10-dry"), ctx_for(root, dry_run=True))
+    assert result.status == "skipped" and result.exit_code is None
+    assert result.output == f"would run {hooks_path(root, '10-dry')}\n"
+    assert not os.path.exists(os.path.join(root, "ran"))
+    assert runner.run_site_hook(hooks_path(root, "10-dry"), ctx_for(root)).output == "ran\n"
+    assert os.path.exists(os.path.join(root, "ran"))
 
 
 def test_a_daemon_started_by_a_hook_is_left_running(root, monkeypatch):
@@ -453,3 +456,10 @@ def test_cli_config_error_is_one_line(root, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown hook 'bogus'" in err
 
+
+
+def test_validate_reports_a_misspelt_knob(root):
+    write_rc_conf(root, hook_timout="60")
+    problems = [str(p) for p in runner.validate(config.load(root))]
+    assert "rc.conf: unknown variable vmgenc_hook_timout: not a vmgenc knob " \
+           "(misspelt? see vmgenc-hooks(5))" in problems

@@ -784,9 +784,15 @@ def dry_run_report(config: Config, *, source: str, forced: str | None = None,
         elif ch.is_no_id:
             print(f"would record a no-id warning: {ch.warning}")
         else:
-            names = [h.name for h in r.plan(ch.cls)]
+            hooks = r.plan(ch.cls)
             print(f"would record: {ch.old_text or '(first seen)'} -> {ch.new_text} as "
-                  f"{ch.cls} ({ch.reason}); hooks: {' '.join(names) or 'none'}")
+                  f"{ch.cls} ({ch.reason}); hooks: {' '.join(h.name for h in hooks) or 'none'}")
+            ctx = HookContext(config, new_guid=ch.new_text, old_guid=ch.old_text, cls=ch.cls,
+                              source=ch.source, dry_run=True)
+            for hook in hooks:
+                res = hook.run(ctx)
+                for line in res.output.splitlines() or [res.status]:
+                    print(f"  {hook.name}: {line}")
     finally:
         if hist is not None:
             hist.close()

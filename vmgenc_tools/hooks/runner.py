@@ -20,7 +20,7 @@ import shutil
 from ..config import BUILTIN_HOOKS, SITE, Config
 from .base import Hook, HookContext, HookResult
 from .builtin import BuiltinHook
-from .site import SAFE_PATH, SiteHook, execute
+from .site import SAFE_PATH, SiteHook
 from .trust import Problem, check_dir, check_hook
 
 __all__ = ["Problem", "SKIP_PREFIXES", "SKIP_SUFFIXES", "builtin", "plan", "run_site_hook",
@@ -92,12 +92,7 @@ def plan(config: Config, cls: str) -> list[Hook]:
 
 def run_site_hook(path: str, ctx: HookContext, timeout: float | None = None) -> HookResult:
     """Check and run one site hook file (refused without running if it is not trusted)."""
-    cfg = ctx.config
-    name = SITE_PREFIX + os.path.basename(path)
-    exe, problems = check_hook(path, cfg.root, cfg.hooks_owner_uid)
-    if problems or exe is None:
-        return SiteHook(name, path, problems).run(ctx)
-    return execute(name, exe, ctx, cfg.hook_timeout if timeout is None else timeout)
+    return SiteHook(SITE_PREFIX + os.path.basename(path), path).run(ctx, timeout)
 
 
 def validate(config: Config) -> list[Problem]:
@@ -111,6 +106,8 @@ def validate(config: Config) -> list[Problem]:
                                     or shutil.which("ssh-keygen")):
         problems.append(Problem("ssh-keygen", "not found: the sshd_keys hook cannot run "
                                               "(install OpenSSH or remove sshd_keys)"))
+    problems += [Problem("rc.conf", f"unknown variable {name}: not a vmgenc knob "
+                                    "(misspelt? see vmgenc-hooks(5))") for name in config.unknown]
     seen: set[tuple[str, str]] = set()
     unique = []
     for p in problems:

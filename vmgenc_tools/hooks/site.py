@@ -34,10 +34,7 @@ DRAIN_S = 2.0  # after the hook exits, how long a background child may keep its 
 
 def hook_env(ctx: HookContext) -> dict[str, str]:
     """The whole environment of a site hook: a fixed PATH plus the VMGENC_* variables."""
-    env = {"PATH": SAFE_PATH, **ctx.env()}
-    if ctx.dry_run:
-        env["VMGENC_DRY_RUN"] = "1"
-    return env
+    return {"PATH": SAFE_PATH, **ctx.env()}
 
 
 class _Output(threading.Thread):
@@ -208,11 +205,16 @@ class SiteHook:
         text = "refused, not run:\n" + "".join(f"{p}\n" for p in problems)
         return HookResult(self.name, "refused", None, 0.0, text)
 
-    def run(self, ctx: HookContext) -> HookResult:
+    def run(self, ctx: HookContext, timeout: float | None = None) -> HookResult:
+        """Run the hook (``timeout`` overrides ``vmgenc_hook_timeout``)."""
         if self.problems:
             return self._refusal(self.problems)
         # checked again right before exec: the plan may be older than the file
         exe, problems = check_hook(self.path, ctx.root, ctx.config.hooks_owner_uid)
         if problems or exe is None:
             return self._refusal(problems)
-        return execute(self.name, exe, ctx, ctx.config.hook_timeout)
+        if ctx.dry_run:
+            # a site hook cannot be trusted to honour a dry-run flag: it is not run at all
+            return HookResult(self.name, "skipped", output=f"would run {exe}\n")
+        return execute(self.name, exe, ctx,
+                       ctx.config.hook_timeout if timeout is None else timeout)
