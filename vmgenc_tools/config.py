@@ -12,7 +12,7 @@ page and README repeat).
 from __future__ import annotations
 
 import os
-import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 CLASSES = ("first-seen", "clone", "restore", "platform-restart", "unknown")
@@ -48,17 +48,16 @@ _YES = ("yes", "true", "on", "1")
 _NO = ("no", "false", "off", "0")
 
 _SH = r"""
-r=$1
+r=$1; svc=$2; shift 2
 _src() { if [ -d "$1" ]; then for _f in "$1"/*; do [ -f "$_f" ] && . "$_f"; done
          elif [ -r "$1" ]; then . "$1"; fi; }
 _src "$r/etc/defaults/rc.conf"
 _src "$r/etc/rc.conf"
 _src "$r/etc/rc.conf.local"
-_src "$r/etc/rc.conf.d/vmgenc"
-_src "$r/usr/local/etc/rc.conf.d/vmgenc"
-for _v in $(set | sed -n 's/^\(vmgenc_[A-Za-z0-9_]*\)=.*/\1/p'); do
-  eval "printf '%s=%s\0' \"\$_v\" \"\$$_v\""
-done
+_src "$r/etc/rc.conf.d/$svc"
+_src "$r/usr/local/etc/rc.conf.d/$svc"
+[ $# -gt 0 ] || set -- $(set | sed -n "s/^\(${svc}_[A-Za-z0-9_]*\)=.*/\1/p")
+for _v; do eval "if [ -n \"\${$_v+x}\" ]; then printf '%s=%s\0' \"\$_v\" \"\$$_v\"; fi"; done
 """
 
 
@@ -120,11 +119,17 @@ class Config:
         return self.hooks.get(cls, ())
 
 
-def read_vars(root: str) -> dict[str, str]:
-    """All ``vmgenc_*`` variables after sourcing the rc.conf files with /bin/sh."""
+def source_rc_conf(root: str, service: str, names: Iterable[str] = ()) -> dict[str, str]:
+    """The variables set after sourcing the rc.conf files for ``service`` with /bin/sh.
+
+    ``names`` empty means every ``${service}_*`` variable; unset ones are left out.
+    """
+    import subprocess
+
     try:
         out = subprocess.run(
-            ["/bin/sh", "-c", _SH, "sh", root], capture_output=True, check=True, timeout=30
+            ["/bin/sh", "-c", _SH, "sh", root.rstrip("/"), service, *names],
+            capture_output=True, check=True, timeout=30, cwd="/",
         ).stdout
     except subprocess.CalledProcessError as e:
         err = e.stderr.decode(errors="replace").strip().splitlines()
@@ -135,6 +140,11 @@ def read_vars(root: str) -> dict[str, str]:
         ) from None
     pairs = (item.split("=", 1) for item in out.decode(errors="replace").split("\0") if item)
     return {k: v for k, v in pairs}
+
+
+def read_vars(root: str) -> dict[str, str]:
+    """All ``vmgenc_*`` variables after sourcing the rc.conf files."""
+    return source_rc_conf(root, "vmgenc")
 
 
 def from_vars(values: dict[str, str], root: str = "/") -> Config:
