@@ -1,4 +1,4 @@
-"""No-change reconcile: the devd entry and `vmgenctl check` on an unchanged GUID vs `python3 -c pass`.
+"""No-change reconcile: the devd entry and `vmgenctl check`, GUID unchanged, vs `python3 -c pass`.
 
 Target (issue 9): each ≤ 1.5× a bare interpreter start, measured pair by pair in one run.
 """
