@@ -1,0 +1,125 @@
+"""End to end through the installed console script: the whole chain on every hypervisor preset.
+
+sim clone → guest memory → Notify 0x80 → vmgenc task → devctl line → devd model with the
+shipped devd/vmgenc.conf → real shell → vmgenc-devd → history → detached worker → hooks.
+No mock sits between the devctl line and the handler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)
+VMGENCTL = os.path.join(BIN, "vmgenctl")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def ctl(root: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VMGENCTL, "--root", root, *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def gated_site_hook(root: str) -> str:
+    """A trusted site hook that waits for a gate file: the hooks outlast the devd action."""
+    hooks = os.path.join(root, "usr/local/etc/vmgenc/hooks.d")
+    os.makedirs(hooks, exist_ok=True)
+    path = root
+    for part in ("usr", "local", "etc", "vmgenc", "hooks.d"):
+        path = os.path.join(path, part)
+        os.chmod(path, 0o755)
+    os.chmod(root, 0o755)
+    gate = os.path.join(root, "gate")
+    hook = os.path.join(hooks, "50-gated")
+    with open(hook, "w") as f:
+        f.write(f'#!/bin/sh\nwhile [ ! -e "{gate}" ]; do sleep 0.05; done\n'
+                'echo "gated $VMGENC_CLASS $VMGENC_NEW_GUID"\n')
+    os.chmod(hook, 0o755)
+    with open(os.path.join(root, "etc/rc.conf"), "a") as f:
+        f.write(f'vmgenc_hooks_owner_uid="{os.getuid()}"\n'
+                'vmgenc_hooks_clone="hostid entropy site"\n')
+    return gate
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def history(root: str) -> list[dict]:
+    p = ctl(root, "history", "--json")
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+@pytest.mark.parametrize("preset", ["qemu", "xen", "hyperv", "firecracker"])
+def test_runtime_clone_through_devd_per_preset(tmp_path, preset):
+    root = str(tmp_path / "vm")
+    assert ctl(root, "sim", "init", "--hypervisor", preset).returncode == 0
+    boot = ctl(root, "sim", "boot")
+    assert boot.returncode == 0, boot.stderr
+    gate = gated_site_hook(root)
+    old_hostid = read(os.path.join(root, "etc/hostid"))
+
+    clone = ctl(root, "sim", "clone")
+    assert clone.returncode == 0, clone.stderr
+    assert "!system=ACPI subsystem=VMGenerationCounter type=\\_SB_." in clone.stdout
+    assert "vmgenc.conf" in clone.stdout and "-> exit 0" in clone.stdout
+    # the devd action has returned while the site hook still waits at its gate
+    assert ctl(root, "status").returncode == 1
+    pending = history(root)[-1]
+    assert (pending["source"], pending["class"], pending["status"]) == ("devd", "clone", "pending")
+
+    open(gate, "w").close()
+    assert ctl(root, "wait", "--since", pending["old_guid"], "--timeout", "60").returncode == 0
+    assert ctl(root, "status").returncode == 0
+    done = history(root)[-1]
+    assert done["status"] == "done" and done["id"] == pending["id"]
+    assert [(h["name"], h["status"]) for h in done["hooks"]] == [
+        ("hostid", "ok"), ("entropy", "ok"), ("site:50-gated", "ok")]
+    assert read(os.path.join(root, "etc/hostid")) != old_hostid
+
+
+def test_cold_clone_is_caught_by_the_boot_check_not_by_devd(tmp_path):
+    root = str(tmp_path / "vm")
+    assert ctl(root, "sim", "init", "--hypervisor", "bhyve").returncode == 0
+    assert ctl(root, "sim", "boot").returncode == 0
+    cold = ctl(root, "sim", "cold-clone")
+    assert cold.returncode == 0 and "VMGenerationCounter" not in cold.stdout
+    assert [c["class"] for c in history(root)] == ["first-seen"]
+    boot = ctl(root, "sim", "boot")
+    assert boot.returncode == 0, boot.stderr
+    last = history(root)[-1]
+    assert (last["source"], last["class"], last["status"]) == ("boot", "clone", "done")
+    assert {h["name"] for h in last["hooks"]} >= {"sshd_keys", "hostid", "entropy"}
+
+
+def test_bhyve_restarts_are_not_clones(tmp_path):
+    root = str(tmp_path / "vm")
+    assert ctl(root, "sim", "init", "--hypervisor", "bhyve").returncode == 0
+    for _ in range(3):
+        assert ctl(root, "sim", "boot").returncode == 0
+    classes = [c["class"] for c in history(root)]
+    assert classes == ["first-seen", "platform-restart", "platform-restart"]
+    assert ctl(root, "sim", "clone").returncode != 0  # bhyve never notifies at run time
+
+
+def test_make_demo_story_runs_to_completion(tmp_path):
+    env = dict(os.environ, DEMO_ROOT=str(tmp_path / "demo"), BIN=BIN)
+    env.pop("VMGENC_ROOT", None)
+    p = subprocess.run(["sh", os.path.join(REPO, "tools", "demo")], capture_output=True,
+                       text=True, timeout=300, env=env, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    for heading in ("First boot", "Live clone", "bhyve", "Cold clone", "history", "Identity"):
+        assert heading in p.stdout, heading
+    ids = [ln for ln in p.stdout.splitlines() if "hostid" in ln and "ed25519 SHA256:" in ln]
+    fingerprints = [ln.split("ed25519 ")[1] for ln in ids]
+    assert len(ids) == 5
+    # first boot → live clone → (bhyve ×2, unchanged) → cold clone: QEMU identity rotated twice
+    assert fingerprints[0] != fingerprints[1] != fingerprints[4]
+    assert fingerprints[2] == fingerprints[3]
+    assert sorted(os.listdir(tmp_path)) == ["demo"]  # nothing left outside the sandbox
