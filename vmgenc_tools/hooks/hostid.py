@@ -6,7 +6,7 @@ Facts (freebsd-facts §5.3/§5.4, rc.d/hostid and rc.d/hostid_save):
   shares with its original, so it would give the *same* identity back.  This
   hook always draws a software UUID (``uuidgen -r`` style: random, lowercase)
   and never takes the SMBIOS one, nor the current ``kern.hostuuid``, nor a
-  value rc.d/hostid's ``valid_hostid`` would reject (its placeholder list).
+  value rc.d/hostid's ``valid_hostid`` would reject (its list of bogus firmware UUIDs).
 - ``kern.hostuuid`` = the UUID text; ``kern.hostid`` = the first 8 hex digits
   of md5 over that text (``echo -n $uuid | /sbin/md5``).
 - ``${hostid_file}`` (``/etc/hostid``) holds the dashed UUID and a newline;
@@ -33,7 +33,7 @@ from . import atomic, rcvars
 from .base import HookContext
 from .builtin import BuiltinHook, HookFailed, Report, shown
 
-# rc.d/hostid valid_hostid(): placeholders firmware writes instead of a real UUID.
+# rc.d/hostid valid_hostid(): bogus values firmware writes instead of a real UUID.
 BLACKLIST = frozenset({
     "00000000-0000-0000-0000-000000000000",
     "00020003-0004-0005-0006-000700080009",
@@ -56,7 +56,7 @@ ZPOOL_PATHS = ("/sbin/zpool", "/usr/local/sbin/zpool", "/usr/sbin/zpool")
 
 
 def valid_hostid(text: str) -> bool:
-    """rc.d/hostid's ``valid_hostid``: lowercase 8-4-4-4-12 hex, not a known placeholder."""
+    """rc.d/hostid's ``valid_hostid``: lowercase 8-4-4-4-12 hex, not a known bogus value."""
     return (bool(_FORM.match(text)) and text not in BLACKLIST
             and not text.endswith(BLACKLIST_SUFFIX))
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import struct
@@ -37,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from .. import exitcodes, simstate
 from ..generation import Generation, GenerationError
+from ..hooks.hostid import hostid_of, valid_hostid  # rc.d/hostid rules, shared
 from . import sysctl as ksysctl
 from .devctl_queue import DEVCTL_DEFAULT_QUEUE_LEN, QUEUE_OID
 from .driver import VMGENC_DRIVER, cache_guid
@@ -54,8 +53,6 @@ HISTORY_MAX = 1000
 SSH_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 ENTROPY_BYTES = 4096
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_HOSTID_BLACKLIST = {ZERO_UUID, "03000200-0400-0500-0006-000700080009"}
 SANDBOX_DIRS = ("etc", "etc/ssh", "var", "var/db", "var/run", "var/log", "boot", "tmp",
                 "usr/local/etc/devd", "usr/local/etc/rc.d")
 
@@ -85,17 +82,6 @@ class ChangeResult:
 
 
 # -- rc.d/hostid and rc.d/hostid_save (libexec/rc/rc.d) ------------------------------------
-
-def valid_hostid(text: str) -> bool:
-    """``valid_hostid``: lowercase 8-4-4-4-12 hex, not a well-known placeholder."""
-    return bool(_UUID_RE.match(text)) and text not in _HOSTID_BLACKLIST \
-        and not text.endswith("-ffff-ffff-ffff-ffffffffffff")
-
-
-def hostid_of(uuid_text: str) -> int:
-    """``kern.hostid`` as ``hostid_set`` derives it: md5 of the UUID text, first 8 digits."""
-    return int(hashlib.md5(uuid_text.encode()).hexdigest()[:8], 16)
-
 
 def _random_guid_text() -> str:
     return str(uuid.uuid4())
