@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from vmgenc_tools.cli.common import Ctx
 from vmgenc_tools.cli.sim_devd import devd_command
 from vmgenc_tools.reference import devd as D
+from vmgenc_tools.reference import ere
 
 TS = "1700000000.123456"
 VMGENC = r"!system=ACPI subsystem=VMGenerationCounter type=\_SB_.VGEN notify=0x00"
@@ -170,8 +171,8 @@ def test_regcomp_failures_are_warned(tmp_path):
     ("\\w", "REG_EESCAPE"), ("{", "REG_BADRPT"), ("a{x", "REG_BADRPT"), ("^*", "REG_BADRPT"),
 ])
 def test_ere_compile_errors(pattern, code):
-    with pytest.raises(D.RegexError) as e:
-        D.translate_ere(pattern.encode())
+    with pytest.raises(ere.RegexError) as e:
+        ere.translate_ere(pattern.encode())
     assert e.value.code == code
 
 
@@ -186,15 +187,15 @@ def test_ere_compile_errors(pattern, code):
     ("^$*a$", "a", True), ("^\\<a\\>$", "a", True), ("^\\1$", "1", True),
 ])
 def test_ere_semantics(pattern, subject, hit):
-    compiled = D.compile_ere(pattern.encode())
+    compiled = ere.compile_ere(pattern.encode())
     assert (compiled.search(subject.encode()) is not None) == hit
 
 
 def test_ere_unsupported_constructs_stop_the_model_not_silently(tmp_path):
     with pytest.raises(D.DevdModelLimit, match="does not reproduce"):
         load(tmp_path, 'notify 1 { match "a" "[[:rune:]]"; action "x"; };\n')
-    with pytest.raises(D.RegexUnsupported):
-        D.translate_ere(b"[[.hyphen.]]")
+    with pytest.raises(ere.RegexUnsupported):
+        ere.translate_ere(b"[[.hyphen.]]")
 
 
 # ------------------------------------------------------------------ action expansion
