@@ -88,28 +88,27 @@ def init_cmd(ctx: Ctx, hypervisor: str, guid: str | None, smbios_uuid: str | Non
     _deliver(vm)
 
 
+def _power_cycle(ctx: Ctx, op: str) -> int:
+    """``vm.boot`` or ``vm.reboot``, then the boot check, then devd takes the queued records."""
+    vm = _vm(ctx)
+    _print_change(_call(getattr(vm, op)))
+    rc = _boot_check(ctx.root)
+    _deliver(vm)
+    return rc
+
+
 @sim.command("boot")
 @click.pass_obj
 def boot_cmd(ctx: Ctx) -> int:
     """Power cycle with the hypervisor's start semantics, then the boot check."""
-    vm = _vm(ctx)
-    res = _call(vm.boot)
-    _print_change(res)
-    rc = _boot_check(ctx.root)
-    _deliver(vm)
-    return rc
+    return _power_cycle(ctx, "boot")
 
 
 @sim.command("reboot", hidden=True)
 @click.pass_obj
 def reboot_cmd(ctx: Ctx) -> int:
     """A guest reboot with the hypervisor's reboot semantics, then the boot check."""
-    vm = _vm(ctx)
-    res = _call(vm.reboot)
-    _print_change(res)
-    rc = _boot_check(ctx.root)
-    _deliver(vm)
-    return rc
+    return _power_cycle(ctx, "reboot")
 
 
 def _runtime(ctx: Ctx, op: str, guid: str | None) -> None:
