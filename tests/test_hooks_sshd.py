@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -232,13 +233,25 @@ def test_failed_rename_leaves_the_old_key_and_no_temp_file(ssh_root, mocker):
 
 
 def test_crash_between_temp_write_and_rename(ssh_root):
-    """A real crash (the process dies at its first rename): old keys whole, temps cleaned next."""
+    """A real crash (the process dies at its first rename): old keys whole, temps cleaned next.
+
+    Each pair goes live as soon as its own ssh-keygen finishes, so the first
+    rename can come while slower types still generate; the crash waits for
+    them, so that every pair is on disk and none renamed.
+    """
     keys = default_keys(ssh_root)
     before = {t: (read_bytes(p), read_bytes(p + ".pub")) for t, p in keys.items()}
+
+    def crash(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        with contextlib.suppress(ChildProcessError):
+            while True:
+                os.wait()  # the other ssh-keygen processes
+        os._exit(9)
+
     pid = os.fork()
     if pid == 0:  # child: die exactly where a power cut would hurt most
         try:
-            os.replace = lambda *a, **kw: os._exit(9)  # type: ignore[assignment]
+            os.replace = crash  # type: ignore[assignment]
             run_hook(ssh_root)
         finally:
             os._exit(1)

@@ -45,21 +45,22 @@ The rules, in order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .config import CLASSES
 from .history import Change
+from .plain import Frozen
 from .platform import Snapshot
 
 SOURCES = ("boot", "devd", "manual")
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(Frozen):
     """The class and a short reason (stored with the change)."""
 
     cls: str
     reason: str
+
+    def __init__(self, cls: str, reason: str) -> None:
+        self._set(locals())
 
 
 def _at_boot(prev: Change, snap: Snapshot, source: str) -> bool | None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+
+from .plain import Frozen
 
 CLASSES = ("first-seen", "clone", "restore", "platform-restart", "unknown")
 BUILTIN_HOOKS = ("sshd_keys", "hostid", "entropy")
@@ -84,28 +85,41 @@ def _int(var: str, value: str, lo: int, hi: int) -> int:
     return n
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Frozen):
     """The knobs, validated; paths are as written (not yet under the root)."""
 
-    root: str = "/"
-    enable: bool = False
-    dbdir: str = "/var/db/vmgenc"
-    hooks_dir: str = "/usr/local/etc/vmgenc/hooks.d"
-    hooks: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    runtime_class: str = "clone"
-    hook_timeout: int = 300
-    hook_stop_on_failure: bool = False
-    hooks_owner_uid: int = 0
-    ssh_keytypes: tuple[str, ...] = ("rsa", "ecdsa", "ed25519")
-    ssh_rsa_bits: int = 3072
-    ssh_remove_other: bool = False
-    sshd_config: str = "/etc/ssh/sshd_config"
-    sshd_pidfile: str = "/var/run/sshd.pid"
-    devd_detach: bool = True
-    log_level: str = "info"
-    metrics_file: str = ""
-    unknown: tuple[str, ...] = ()
+    root: str
+    enable: bool
+    dbdir: str
+    hooks_dir: str
+    hooks: dict[str, tuple[str, ...]]
+    runtime_class: str
+    hook_timeout: int
+    hook_stop_on_failure: bool
+    hooks_owner_uid: int
+    ssh_keytypes: tuple[str, ...]
+    ssh_rsa_bits: int
+    ssh_remove_other: bool
+    sshd_config: str
+    sshd_pidfile: str
+    devd_detach: bool
+    log_level: str
+    metrics_file: str
+    unknown: tuple[str, ...]
+
+    def __init__(self, root: str = "/", enable: bool = False, dbdir: str = "/var/db/vmgenc",
+                 hooks_dir: str = "/usr/local/etc/vmgenc/hooks.d",
+                 hooks: dict[str, tuple[str, ...]] | None = None, runtime_class: str = "clone",
+                 hook_timeout: int = 300, hook_stop_on_failure: bool = False,
+                 hooks_owner_uid: int = 0,
+                 ssh_keytypes: tuple[str, ...] = ("rsa", "ecdsa", "ed25519"),
+                 ssh_rsa_bits: int = 3072, ssh_remove_other: bool = False,
+                 sshd_config: str = "/etc/ssh/sshd_config",
+                 sshd_pidfile: str = "/var/run/sshd.pid", devd_detach: bool = True,
+                 log_level: str = "info", metrics_file: str = "",
+                 unknown: tuple[str, ...] = ()) -> None:
+        hooks = {} if hooks is None else hooks
+        self._set(locals())
 
     def path(self, p: str) -> str:
         """``p`` under the root (``--root``)."""

@@ -35,9 +35,9 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 
 from .hooks.base import HookResult
+from .plain import Plain
 
 DB_NAME = "history.db"
 JOURNAL_NAME = "unrecorded.jsonl"
@@ -116,20 +116,34 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{ns // 1000:06d}+00:00"
 
 
-@dataclass
-class HookRun:
+class HookRun(Plain):
     """One attempt of one hook for one change."""
 
     change_id: int
     name: str
     attempt: int
     status: str
-    exit_code: int | None = None
-    duration_s: float | None = None
-    output: str = ""
-    started_at: str = ""
-    finished_at: str | None = None
-    id: int | None = None
+    exit_code: int | None
+    duration_s: float | None
+    output: str
+    started_at: str
+    finished_at: str | None
+    id: int | None
+
+    def __init__(self, change_id: int, name: str, attempt: int, status: str,
+                 exit_code: int | None = None, duration_s: float | None = None,
+                 output: str = "", started_at: str = "", finished_at: str | None = None,
+                 id: int | None = None) -> None:
+        self.change_id = change_id
+        self.name = name
+        self.attempt = attempt
+        self.status = status
+        self.exit_code = exit_code
+        self.duration_s = duration_s
+        self.output = output
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.id = id
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -139,8 +153,7 @@ class HookRun:
         }
 
 
-@dataclass
-class Change:
+class Change(Plain):
     """One recorded change (``id`` is None until stored)."""
 
     detected_at: str
@@ -150,22 +163,56 @@ class Change:
     new_raw: bytes
     new_text: str
     guids: str
-    old_raw: bytes | None = None
-    old_text: str | None = None
-    smbios_uuid: str | None = None
-    hostuuid: str | None = None
-    macs: tuple[str, ...] = ()
-    vm_guest: str | None = None
-    boot_time: int | None = None
-    acpi_path: str | None = None
-    devd_timestamp: str | None = None
-    forced: str | None = None
-    intent_sig: str | None = None
-    reason: str | None = None
-    warning: str | None = None
-    settled_at: str | None = None
-    id: int | None = None
-    hooks: list[HookRun] = field(default_factory=list)
+    old_raw: bytes | None
+    old_text: str | None
+    smbios_uuid: str | None
+    hostuuid: str | None
+    macs: tuple[str, ...]
+    vm_guest: str | None
+    boot_time: int | None
+    acpi_path: str | None
+    devd_timestamp: str | None
+    forced: str | None
+    intent_sig: str | None
+    reason: str | None
+    warning: str | None
+    settled_at: str | None
+    id: int | None
+    hooks: list[HookRun]
+
+    def __init__(self, detected_at: str, source: str, cls: str, status: str, new_raw: bytes,
+                 new_text: str, guids: str, old_raw: bytes | None = None,
+                 old_text: str | None = None, smbios_uuid: str | None = None,
+                 hostuuid: str | None = None, macs: tuple[str, ...] = (),
+                 vm_guest: str | None = None, boot_time: int | None = None,
+                 acpi_path: str | None = None, devd_timestamp: str | None = None,
+                 forced: str | None = None, intent_sig: str | None = None,
+                 reason: str | None = None, warning: str | None = None,
+                 settled_at: str | None = None, id: int | None = None,
+                 hooks: list[HookRun] | None = None) -> None:
+        self.detected_at = detected_at
+        self.source = source
+        self.cls = cls
+        self.status = status
+        self.new_raw = new_raw
+        self.new_text = new_text
+        self.guids = guids
+        self.old_raw = old_raw
+        self.old_text = old_text
+        self.smbios_uuid = smbios_uuid
+        self.hostuuid = hostuuid
+        self.macs = macs
+        self.vm_guest = vm_guest
+        self.boot_time = boot_time
+        self.acpi_path = acpi_path
+        self.devd_timestamp = devd_timestamp
+        self.forced = forced
+        self.intent_sig = intent_sig
+        self.reason = reason
+        self.warning = warning
+        self.settled_at = settled_at
+        self.id = id
+        self.hooks = [] if hooks is None else hooks
 
     @property
     def is_no_id(self) -> bool:
@@ -553,11 +600,11 @@ class History:
 
 
 def change_to_json(ch: Change) -> dict[str, object]:
-    d = asdict(ch)
+    d = ch.fields()
     d["old_raw"] = None if ch.old_raw is None else ch.old_raw.hex()
     d["new_raw"] = ch.new_raw.hex()
     d["macs"] = list(ch.macs)
-    d["hooks"] = [asdict(r) for r in ch.hooks]
+    d["hooks"] = [r.fields() for r in ch.hooks]
     return d
 
 
@@ -604,7 +651,7 @@ class Journal:
 
     def append_hooks(self, change_id: int, runs: list[HookRun], status: str) -> None:
         self.append({"kind": "hooks", "change_id": change_id, "status": status,
-                     "settled_at": utc_now(), "hooks": [asdict(r) for r in runs]})
+                     "settled_at": utc_now(), "hooks": [r.fields() for r in runs]})
 
     def read(self) -> list[dict]:
         """Complete entries (a torn last line from a crash is ignored)."""

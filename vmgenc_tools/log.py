@@ -58,6 +58,13 @@ def stop_capture(sink: list[tuple[str, str]]) -> None:
         _State.sinks.remove(sink)
 
 
+def after_fork() -> None:
+    """In a forked child (the hook worker): its own syslog connection, no inherited sinks."""
+    syslog.closelog()
+    _State.opened = False
+    _State.sinks = []
+
+
 def _to_stderr() -> bool:
     if _State.stderr is not None:
         return _State.stderr

@@ -8,9 +8,9 @@ kenv ``smbios.system.uuid``, ``kern.hostuuid``, the MAC set and the boot time.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from .generation import Generation
+from .plain import Frozen
 from .sysctl import Backend, SysctlError, read_bytes, read_string, vmgenc_units
 from .sysctl.errors import NoSuchOid
 
@@ -19,16 +19,20 @@ class NoDevice(RuntimeError):
     """No vmgenc unit is attached."""
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(Frozen):
     """The machine as seen at one moment."""
 
     guids: tuple[Generation, ...]
-    vm_guest: str | None = None
-    smbios_uuid: str | None = None
-    hostuuid: str | None = None
-    macs: tuple[str, ...] = ()
-    boot_time: int | None = None
+    vm_guest: str | None
+    smbios_uuid: str | None
+    hostuuid: str | None
+    macs: tuple[str, ...]
+    boot_time: int | None
+
+    def __init__(self, guids: tuple[Generation, ...], vm_guest: str | None = None,
+                 smbios_uuid: str | None = None, hostuuid: str | None = None,
+                 macs: tuple[str, ...] = (), boot_time: int | None = None) -> None:
+        self._set(locals())
 
     @property
     def generation(self) -> Generation:

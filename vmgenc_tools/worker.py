@@ -1,8 +1,9 @@
 """The detached hook worker: ``python -m vmgenc_tools.worker --root R [--lock-fd N]``.
 
-Started by the devd entry in a new session (``setsid``) with the descriptor
-that holds the root's lock (``--lock-fd``): the lock passes from the devd
-entry to the worker without a gap, and the worker keeps it while it runs the
+Started by the devd entry — forked from it (:func:`.handler.spawn_worker`, which
+calls :func:`main` in the child) — in a new session (``setsid``) with the
+descriptor that holds the root's lock (``--lock-fd``): the lock passes from the
+devd entry to the worker without a gap, and the worker keeps it while it runs the
 pending hooks, records any change that arrives meanwhile, and settles.
 Without ``--lock-fd`` it takes the lock itself.  Its output goes to syslog.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import stat
 
 TMP_MARK = ".vmgenc-tmp-"
@@ -20,7 +19,7 @@ TMP_MARK = ".vmgenc-tmp-"
 def temp_path(target: str) -> str:
     """A fresh temp name in ``target``'s directory."""
     d, base = os.path.split(target)
-    return os.path.join(d, f"{TMP_MARK}{base}.{secrets.token_hex(4)}")
+    return os.path.join(d, f"{TMP_MARK}{base}.{os.urandom(4).hex()}")
 
 
 def _stale_re(base: str) -> re.Pattern[str]:

@@ -20,18 +20,19 @@ use the hostid for their multi-import protection: the hook warns about them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
-import uuid
-from collections.abc import Iterable
-from typing import Callable
+from collections.abc import Callable, Iterable
 
 from ..sysctl import SysctlError, get_backend, read_string, write_string, write_ulong
 from . import atomic, rcvars
 from .base import HookContext
 from .builtin import BuiltinHook, HookFailed, Report, shown
+
+TYPE_CHECKING = False  # typing's would be an import
+if TYPE_CHECKING:
+    import uuid
 
 # rc.d/hostid valid_hostid(): bogus values firmware writes instead of a real UUID.
 BLACKLIST = frozenset({
@@ -63,6 +64,8 @@ def valid_hostid(text: str) -> bool:
 
 def hostid_of(text: str) -> int:
     """``kern.hostid`` for a hostuuid: first 4 bytes of md5 over the UUID text."""
+    import hashlib  # here, not at the top: the worker plans this hook before sshd_keys runs
+
     return int(hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:8], 16)
 
 
@@ -74,6 +77,8 @@ def machine_id_of(text: str) -> str:
 def new_uuid(avoid: Iterable[str | None] = (),
              draw: Callable[[], uuid.UUID] | None = None) -> str:
     """A random lowercase UUID that passes :func:`valid_hostid` and is none of ``avoid``."""
+    import uuid
+
     draw = draw or uuid.uuid4
     banned = {a.strip().lower() for a in avoid if a}
     for _ in range(64):

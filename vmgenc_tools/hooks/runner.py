@@ -15,7 +15,6 @@ but its ``run()`` executes nothing and returns ``refused``.
 from __future__ import annotations
 
 import os
-import shutil
 
 from ..config import BUILTIN_HOOKS, SITE, Config
 from .base import Hook, HookContext, HookResult
@@ -102,6 +101,8 @@ def validate(config: Config) -> list[Problem]:
     for h in site_hooks(config):
         problems += h.problems
     used = {n for cls_hooks in config.hooks.values() for n in cls_hooks}
+    import shutil
+
     if "sshd_keys" in used and not (shutil.which("ssh-keygen", path=SAFE_PATH)
                                     or shutil.which("ssh-keygen")):
         problems.append(Problem("ssh-keygen", "not found: the sshd_keys hook cannot run "

@@ -19,9 +19,9 @@ import subprocess
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
 from .. import log
+from ..plain import Plain
 from .base import HookContext, HookResult
 from .trust import Problem, check_hook
 
@@ -188,14 +188,15 @@ def execute(name: str, exe: str, ctx: HookContext, timeout: float,
     return HookResult(name, status, exit_code, time.monotonic() - t0, output)
 
 
-@dataclass
-class SiteHook:
+class SiteHook(Plain):
     """One entry of the hooks directory; ``problems`` non-empty means refused, never run."""
 
-    name: str
-    path: str
-    problems: list[Problem] = field(default_factory=list)
-    kind: str = "site"
+    def __init__(self, name: str, path: str, problems: list[Problem] | None = None,
+                 kind: str = "site") -> None:
+        self.name = name
+        self.path = path
+        self.problems: list[Problem] = [] if problems is None else problems
+        self.kind = kind
 
     @property
     def refused(self) -> bool:

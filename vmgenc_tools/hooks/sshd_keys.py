@@ -13,9 +13,12 @@ Here, for each configured type (``vmgenc_ssh_keytypes``):
 2. stale temp files of an interrupted run are removed;
 3. every new pair is generated *in parallel* by the real ``ssh-keygen``
    into temp files in the target's own directory, fsync'ed;
-4. each private key, then its public key, is renamed over the old one (an
-   atomic replace: the name always points at a whole key, old or new),
-   modes 0600 / 0644, and the directory is fsync'ed;
+4. as soon as *its* ``ssh-keygen`` has finished (an Ed25519 key does not wait
+   for RSA: sshd loads host keys for every connection, so it serves the new
+   key from then on), each private key, then its public key, is renamed over
+   the old one (an atomic replace: the name always points at a whole key, old
+   or new), modes 0600 / 0644, and the directory is fsync'ed; a type whose
+   ``ssh-keygen`` fails keeps its old key and the hook fails;
 5. keys of types not configured are left alone (with a warning: the clone
    still shares them) unless ``vmgenc_ssh_remove_other=YES``;
 6. sshd is sent SIGHUP, only if the pid in ``${root}${vmgenc_sshd_pidfile}``
@@ -30,14 +33,12 @@ import glob
 import os
 import re
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
+from ..plain import Plain
 from . import atomic
 from .base import HookContext
 from .builtin import BuiltinHook, HookFailed, Report, shown
@@ -57,21 +58,21 @@ _FP_TYPES = {"RSA": "rsa", "DSA": "dsa", "ECDSA": "ecdsa", "ED25519": "ed25519"}
 MAX_INCLUDE_DEPTH = 16
 
 
-@dataclass
-class KeyFile:
+class KeyFile(Plain):
     """One host key file: its real path, its type (None if unknown), ECDSA curve size."""
 
-    path: str
-    ktype: str | None = None
-    bits: int | None = None
+    def __init__(self, path: str, ktype: str | None = None, bits: int | None = None) -> None:
+        self.path = path
+        self.ktype = ktype
+        self.bits = bits
 
 
-@dataclass
-class SshdConfig:
+class SshdConfig(Plain):
     """What sshd_config says about host keys."""
 
-    host_keys: list[str]
-    certificates: list[str]
+    def __init__(self, host_keys: list[str], certificates: list[str]) -> None:
+        self.host_keys = host_keys
+        self.certificates = certificates
 
 
 def _map(ctx: HookContext, p: str) -> str:
@@ -141,8 +142,17 @@ def key_type(path: str, keygen: str | None) -> tuple[str | None, int | None]:
     return None, None
 
 
+def _which(name: str, path: str | None) -> str | None:
+    """``shutil.which`` for one command name (shutil costs the worker 4 ms of imports)."""
+    for d in (path if path is not None else os.defpath).split(os.pathsep):
+        exe = os.path.join(d, name)
+        if d and os.access(exe, os.X_OK) and not os.path.isdir(exe):
+            return exe
+    return None
+
+
 def find_keygen() -> str:
-    exe = shutil.which("ssh-keygen", path=SAFE_PATH) or shutil.which("ssh-keygen")
+    exe = _which("ssh-keygen", SAFE_PATH) or _which("ssh-keygen", os.environ.get("PATH"))
     if exe is None:
         raise HookFailed("ssh-keygen not found (install OpenSSH; looked in " + SAFE_PATH + ")")
     return exe
@@ -191,7 +201,7 @@ def plan_keys(ctx: HookContext, report: Report, keygen: str | None
 
 
 def keygen_command(keygen: str, k: KeyFile, tmp: str, ctx: HookContext) -> list[str]:
-    cmd = [keygen, "-q", "-t", str(k.ktype), "-N", "", "-C", f"root@{socket.gethostname()}"]
+    cmd = [keygen, "-q", "-t", str(k.ktype), "-N", "", "-C", f"root@{os.uname().nodename}"]
     if k.ktype == "rsa":
         cmd += ["-b", str(ctx.config.ssh_rsa_bits)]
     elif k.ktype == "ecdsa" and k.bits in (384, 521):
@@ -199,33 +209,62 @@ def keygen_command(keygen: str, k: KeyFile, tmp: str, ctx: HookContext) -> list[
     return cmd + ["-f", tmp]
 
 
-def generate(keygen: str, keys: list[KeyFile], ctx: HookContext) -> dict[str, str]:
-    """Run one ``ssh-keygen`` per key, all at once; return ``{target: temp path}``."""
+def generate(keygen: str, keys: list[KeyFile], ctx: HookContext,
+             ready: Callable[[KeyFile, str], None]) -> list[str]:
+    """Run one ``ssh-keygen`` per key, all at once; hand each pair to ``ready`` as it is made.
+
+    ``ready(key, temp path)`` runs as soon as that key's ``ssh-keygen`` has
+    exited 0, while the others still run: an Ed25519 key (milliseconds) goes
+    live without waiting for RSA (up to seconds).  Returns one message per
+    failed ``ssh-keygen`` (that key stays as it was).  An exception from
+    ``ready``, or the hook timeout, stops the others; temp files never outlive
+    this call.
+    """
+    import selectors
+
     deadline = time.monotonic() + ctx.config.hook_timeout
-    temps = {k.path: atomic.temp_path(k.path) for k in keys}
-    procs = [(k, subprocess.Popen(keygen_command(keygen, k, temps[k.path], ctx),
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, env={"PATH": SAFE_PATH}))
-             for k in keys]
+    sel = selectors.DefaultSelector()
+    temps: dict[str, str] = {}
+    procs: list[subprocess.Popen] = []
     errors: list[str] = []
     try:
-        for k, p in procs:
-            out, _ = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
-            if p.returncode != 0:
-                msg = out.decode(errors="replace").strip().splitlines()
+        for k in sorted(keys, key=lambda k: k.ktype == "rsa"):  # the slow type last
+            temps[k.path] = atomic.temp_path(k.path)
+            p = subprocess.Popen(keygen_command(keygen, k, temps[k.path], ctx),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, env={"PATH": SAFE_PATH})
+            procs.append(p)
+            sel.register(p.stdout, selectors.EVENT_READ, (k, p, []))  # type: ignore[arg-type]
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            events = sel.select(max(0.0, left)) if left > 0 else []
+            if not events:
+                raise HookFailed(f"ssh-keygen did not finish within {ctx.config.hook_timeout} s")
+            for key, _ in events:
+                k, p, out = key.data
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    out.append(chunk)
+                    continue
+                sel.unregister(key.fileobj)
+                p.stdout.close()
+                p.wait()
+                if p.returncode == 0:
+                    ready(k, temps[k.path])
+                    continue
+                msg = b"".join(out).decode(errors="replace").strip().splitlines()
                 errors.append(f"ssh-keygen -t {k.ktype}: exit {p.returncode}"
                               + (f": {msg[-1]}" if msg else ""))
-    except subprocess.TimeoutExpired:
-        errors.append(f"ssh-keygen did not finish within {ctx.config.hook_timeout} s")
     finally:
-        for _, p in procs:
+        sel.close()
+        for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    if errors:
+            if p.stdout and not p.stdout.closed:
+                p.stdout.close()
         remove_pairs(temps.values())
-        raise HookFailed("; ".join(errors))
-    return temps
+    return errors
 
 
 def remove_pairs(paths: Iterable[str]) -> None:
@@ -295,38 +334,41 @@ class SshdKeysHook(BuiltinHook):
         if other and not remove:
             report.warn("left alone (vmgenc_ssh_remove_other=NO), still shared with the "
                         "original: " + ", ".join(shown(ctx, k.path) for k in other))
-        pid, why = sshd_pid(ctx)
         if ctx.dry_run:
+            pid, why = sshd_pid(ctx)
             self._dry_run(ctx, report, replace, remove, pid, why)
             return
         for k in replace:
             atomic.clean_stale(k.path)
-        temps = generate(keygen, replace, ctx) if replace else {}
-        try:
-            for k in replace:
-                settle(k.path, temps[k.path])
-            for d in sorted({os.path.dirname(k.path) for k in replace}):
-                atomic.fsync_dir(d)
-            for k in replace:
-                os.replace(temps[k.path], k.path)
-                os.replace(temps[k.path] + ".pub", k.path + ".pub")
-        finally:
-            remove_pairs(temps.values())
+        done: list[KeyFile] = []
+
+        def go_live(k: KeyFile, tmp: str) -> None:
+            """This pair is whole: make it the key (sshd serves it from the next connection)."""
+            settle(k.path, tmp)
+            atomic.fsync_dir(os.path.dirname(k.path))
+            os.replace(tmp, k.path)
+            os.replace(tmp + ".pub", k.path + ".pub")
+            done.append(k)
+
+        errors = generate(keygen, replace, ctx, go_live) if replace else []
         for k in remove:
             remove_pairs([k.path])
             report.say(f"removed {shown(ctx, k.path)} ({k.ktype}, not in vmgenc_ssh_keytypes)")
-        for d in sorted({os.path.dirname(k.path) for k in replace + remove}):
+        for d in sorted({os.path.dirname(k.path) for k in done + remove}):
             atomic.fsync_dir(d)
-        for k in replace:
+        for k in done:
             report.notice(f"new {k.ktype} host key {shown(ctx, k.path)}: "
                           f"{fingerprint(keygen, k.path + '.pub')}")
         if not replace:
             report.say("no host keys to replace")
+        pid, why = sshd_pid(ctx)
         if pid is None:
             report.say(f"{why}: not reloaded")
-        elif replace or remove:
+        elif done or remove:
             os.kill(pid, signal.SIGHUP)
             report.say(f"reloaded sshd (SIGHUP to pid {pid})")
+        if errors:
+            raise HookFailed("; ".join(errors))
 
     @staticmethod
     def _dry_run(ctx: HookContext, report: Report, replace: list[KeyFile],

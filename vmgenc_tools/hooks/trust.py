@@ -18,28 +18,33 @@ import errno
 import os
 import stat
 from collections import deque
-from dataclasses import dataclass
+
+from ..plain import Frozen
 
 MAX_SYMLINKS = 32  # MAXSYMLINKS on FreeBSD
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Frozen):
     """One reason a hook (or the hooks directory) cannot be trusted."""
 
     path: str
     reason: str
 
+    def __init__(self, path: str, reason: str) -> None:
+        self._set(locals())
+
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(Frozen):
     """``target``: the file a path finally names; ``dirs``: every directory looked into."""
 
     target: str
     dirs: tuple[str, ...]
+
+    def __init__(self, target: str, dirs: tuple[str, ...]) -> None:
+        self._set(locals())
 
 
 def _parts(path: str) -> list[str]:

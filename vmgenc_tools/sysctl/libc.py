@@ -19,11 +19,13 @@ callers (``read_bytes``) grow the buffer and retry.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
-from typing import Any
 
 from .errors import BackendError, error_for
+
+TYPE_CHECKING = False  # not typing's: the fast path does not import typing
+if TYPE_CHECKING:
+    from typing import Any
 
 KENV_GET = 0
 KENV_MVALLEN = 128  # sys/kenv.h: longest value, without its NUL
@@ -60,13 +62,30 @@ def _errno() -> int:
     return ctypes.get_errno() or errno.EIO
 
 
+# The C library's soname where it is stable (FreeBSD since 7.0, glibc): tried before
+# ctypes.util.find_library, which on FreeBSD runs ldconfig(8) at every start.
+_LIBC_SONAMES = ("libc.so.7", "libc.so.6")
+
+
+def _find_libc() -> str | None:
+    for name in _LIBC_SONAMES:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return name
+    from ctypes.util import find_library
+
+    return find_library("c")
+
+
 class LibcBackend:
     """sysctlbyname(3)/kenv(2) from a C library loaded with ctypes."""
 
     name = "libc"
 
     def __init__(self, libpath: str | None = None) -> None:
-        path = libpath or ctypes.util.find_library("c")
+        path = libpath or _find_libc()
         if not path:
             raise BackendError("cannot find the C library: set VMGENC_LIBC to its path")
         try:
