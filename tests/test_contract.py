@@ -1,4 +1,5 @@
-"""The ⚑ command-line contract (design §3), walked through the installed console script.
+"""The ⚑ command-line contract (design §3), walked through the installed console script and
+through click's own test runner (the same rows, the same exit codes).
 
 Each row: a command line, the exit code the contract gives it, and something its output must
 say.  Other test files go deeper per command; this one keeps the table itself honest.
@@ -12,8 +13,10 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
 
 from vmgenc_tools import __version__, exitcodes
+from vmgenc_tools.cli import app
 
 VMGENCTL = os.path.join(os.path.dirname(sys.executable), "vmgenctl")
 HISTORY_FIELDS = {"id", "detected_at", "source", "old_guid", "new_guid", "class", "status",
@@ -25,6 +28,17 @@ def ctl(root: str, *args: str, stdin: str | None = None) -> subprocess.Completed
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMGENC_")}
     return subprocess.run([VMGENCTL, "--root", root, *args], capture_output=True, text=True,
                           timeout=120, env=env, input=stdin)
+
+
+def via_click(root: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command line through click's CliRunner, shaped like a subprocess result."""
+    r = CliRunner().invoke(app, ["--root", root, *args], env={"VMGENC_ROOT": None})
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
+
+
+DRIVERS = {"script": ctl, "click": via_click}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +53,9 @@ def vm(tmp_path_factory):
 
 def test_version():
     p = subprocess.run([VMGENCTL, "--version"], capture_output=True, text=True)
-    assert p.returncode == 0 and __version__ in p.stdout
+    assert p.returncode == 0 and p.stdout == f"vmgenctl, version {__version__}\n"
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout == p.stdout
 
 
 @pytest.mark.parametrize("args,code,says", [
@@ -67,9 +83,12 @@ def test_version():
     (["watch", "--count", "1"], exitcodes.ENVIRONMENT, "devd is not running"),
     (["history", "--since", "not-a-time"], exitcodes.USAGE, "ISO-8601"),
     (["check", "--source", "cron"], exitcodes.USAGE, "cron"),
+    (["sim", "sysctl", "-x", "no.such.oid"], 1, "unknown oid 'no.such.oid'"),
+    (["hooks", "frobnicate"], exitcodes.USAGE, "frobnicate"),
 ])
-def test_contract_row(vm, args, code, says):
-    p = ctl(vm, *args)
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_contract_row(vm, driver, args, code, says):
+    p = DRIVERS[driver](vm, *args)
     assert p.returncode == code, (p.stdout, p.stderr)
     assert says in p.stdout + p.stderr
     if code not in (exitcodes.OK, exitcodes.EXPECT_FAILED, exitcodes.TIMEOUT, 1):
@@ -123,11 +142,18 @@ def test_runtime_changes_history_json_and_failed_hooks(vm):
                "--timeout", "60").returncode == 1            # settled, hooks failed
     assert ctl(vm, "status").returncode == 1
     assert ctl(vm, "retry").returncode == 1
+    for driver in DRIVERS.values():                             # check: 1 hooks failed
+        assert driver(vm, "check").returncode == exitcodes.PENDING_OR_FAILED
+        assert driver(vm, "retry").returncode == exitcodes.PENDING_OR_FAILED
     os.chmod(hook, 0o644)                                       # not executable → refused
     assert ctl(vm, "hooks", "validate").returncode == 1
     os.remove(hook)
     assert ctl(vm, "retry").returncode == 0
     assert ctl(vm, "status").returncode == 0
+    for driver in DRIVERS.values():                             # wait: 0 settled
+        p = driver(vm, "wait", "--since", "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87",
+                   "--timeout", "10")
+        assert p.returncode == exitcodes.OK, p.stderr
     records = json.loads(ctl(vm, "history", "--json").stdout)
     assert [r["class"] for r in records] == ["first-seen", "restore"]
     for r in records:
@@ -138,3 +164,127 @@ def test_runtime_changes_history_json_and_failed_hooks(vm):
             assert set(h) >= HOOK_FIELDS
     assert records[0]["old_guid"] is None and records[1]["source"] == "devd"
     assert json.loads(ctl(vm, "history", "-n", "1", "--json").stdout)[0]["id"] == records[1]["id"]
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_sim_lifecycle_clone_and_cold_clone(tmp_path, driver):
+    """sim init/boot/clone/cold-clone exit 0 (boot: as check) and end as the contract says."""
+    run = DRIVERS[driver]
+    root = str(tmp_path / "vm")
+    assert run(root, "sim", "init", "--hypervisor", "qemu").returncode == 0
+    assert run(root, "sim", "boot").returncode == 0
+    before = json.loads(run(root, "status", "--json").stdout)["guid"]
+    p = run(root, "sim", "clone")
+    assert p.returncode == 0 and "type=\\_SB_.VGEN notify=0x00" in p.stdout, p.stderr
+    assert run(root, "wait", "--since", before, "--timeout", "60").returncode == 0
+    assert run(root, "sim", "cold-clone").returncode == 0
+    assert run(root, "sim", "boot").returncode == 0
+    records = json.loads(run(root, "history", "--json").stdout)
+    assert [(r["source"], r["class"], r["status"]) for r in records] == [
+        ("boot", "first-seen", "done"), ("devd", "clone", "done"), ("boot", "clone", "done")]
+    assert run(root, "status").returncode == 0
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("args,code", [
+    (["status"], exitcodes.USAGE), (["history"], exitcodes.USAGE),
+    (["hooks", "list"], exitcodes.USAGE), (["check", "--dry-run"], exitcodes.USAGE),
+    (["sim", "clone"], exitcodes.STATE), (["sim", "boot"], exitcodes.STATE),
+])
+def test_missing_root_is_one_line_and_creates_nothing(tmp_path, driver, args, code):
+    """A mistyped --root must not read as an empty history, nor grow a directory tree."""
+    root = str(tmp_path / "no" / "such")
+    if driver == "script" and args[0] == "check":
+        pytest.skip("the click-free check path: see fastcheck")
+    p = DRIVERS[driver](root, *args)
+    assert p.returncode == code, (p.stdout, p.stderr)
+    assert p.stderr.startswith("vmgenctl: ") and p.stderr.count("\n") == 1
+    assert root in p.stderr and "sim init" in p.stderr
+    assert not os.path.exists(tmp_path / "no")
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("args,says", [
+    (["bogus"], "No such command 'bogus': see 'vmgenctl --help'"),
+    (["status", "--bogus"], "No such option '--bogus': see 'vmgenctl status --help'"),
+    (["sim", "init", "--hypervisor", "vmware"], "'vmware' is not one of"),
+    (["history", "-n", "-3"], "see 'vmgenctl history --help'"),
+])
+def test_usage_errors_are_one_line_exit_2(vm, driver, args, says):
+    p = DRIVERS[driver](vm, *args)
+    assert p.returncode == exitcodes.USAGE
+    assert p.stderr.startswith("vmgenctl: ") and p.stderr.count("\n") == 1, p.stderr
+    assert says in p.stderr and p.stdout == ""
+
+
+def test_vmgenc_root_environment_for_every_kind_of_command(vm):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMGENC_")}
+    env["VMGENC_ROOT"] = vm
+    for args in (["status", "--json"], ["history", "--json"], ["check"],
+                 ["sim", "sysctl", "-x", "dev.vmgenc.0.guid"]):
+        p = subprocess.run([VMGENCTL, *args], capture_output=True, text=True, env=env,
+                           timeout=60)
+        assert p.returncode in (0, 1) and p.stderr == "", (args, p.stderr)
+        assert p.stdout.strip(), args
+    r = CliRunner().invoke(app, ["history", "--json"], env={"VMGENC_ROOT": vm})
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["class"] == "first-seen"
+
+
+# -- shell completion (click's, for bash, zsh and fish; sh has none) -----------------------
+
+
+def complete(shell: str, words: str, cword: int) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, _VMGENCTL_COMPLETE=f"{shell}_complete", COMP_WORDS=words,
+               COMP_CWORD=str(cword))
+    return subprocess.run([VMGENCTL], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("shell,marker", [("bash", "complete -o nosort -F _vmgenctl_completion"),
+                                          ("zsh", "#compdef vmgenctl"),
+                                          ("fish", "complete --no-files --command vmgenctl")])
+def test_completion_scripts(shell, marker):
+    p = subprocess.run([VMGENCTL], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, _VMGENCTL_COMPLETE=f"{shell}_source"))
+    assert p.returncode == 0 and marker in p.stdout and p.stderr == ""
+
+
+def test_completion_answers_commands_subcommands_and_choices():
+    p = complete("bash", "vmgenctl si", 1)
+    assert p.returncode == 0 and p.stdout.split() == ["plain,sim"]
+    p = complete("bash", "vmgenctl sim c", 2)
+    assert p.stdout.split() == ["plain,clone", "plain,cold-clone"]
+    p = complete("bash", "vmgenctl check --source ", 3)
+    assert p.stdout.split() == ["plain,boot", "plain,devd", "plain,manual"]
+    p = complete("bash", "vmgenctl sim init --hypervisor ", 4)
+    assert p.stdout.split() == [f"plain,{h}" for h in
+                                ("qemu", "bhyve", "xen", "hyperv", "firecracker")]
+    p = complete("zsh", "vmgenctl hooks ", 2)
+    assert [ln for ln in p.stdout.splitlines()[1::3]] == ["list", "validate"]
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/bash") and not os.path.exists("/usr/local/bin/bash"),
+                    reason="bash not installed")
+def test_completion_in_a_real_bash():
+    """What README and vmgenctl(8) say to put in ~/.bashrc really completes."""
+    bash = "/bin/bash" if os.path.exists("/bin/bash") else "/usr/local/bin/bash"
+    script = ('eval "$(_VMGENCTL_COMPLETE=bash_source vmgenctl)"\n'
+              'COMP_WORDS=(vmgenctl hooks v); COMP_CWORD=2\n'
+              '_vmgenctl_completion vmgenctl v vmgenctl\n'
+              'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    env = dict(os.environ, PATH=os.path.dirname(VMGENCTL) + os.pathsep + os.environ["PATH"])
+    p = subprocess.run([bash, "--norc", "-c", script], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert p.returncode == 0 and p.stdout.split() == ["validate"], p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("value,says", [("sh_source", "no completion for sh"),
+                                        ("tcsh_source", "no completion for shell 'tcsh'"),
+                                        ("bash_sauce", "expected SHELL_source")])
+def test_completion_for_an_unsupported_shell_is_one_line_exit_2(value, says):
+    p = subprocess.run([VMGENCTL], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, _VMGENCTL_COMPLETE=value))
+    assert p.returncode == exitcodes.USAGE and p.stdout == ""
+    assert p.stderr.startswith(f"vmgenctl: {says}") and p.stderr.count("\n") == 1
+    assert "bash_source" in p.stderr
+    r = CliRunner().invoke(app, [], env={"_VMGENCTL_COMPLETE": value})
+    assert r.exit_code == exitcodes.USAGE and says in r.stderr

@@ -252,6 +252,10 @@ def test_kernel_limit_counts_bytes_not_characters():
     parse(text)
     with pytest.raises(LineTooLong):
         parse(text + "é")
+    straddling = head + "a" * (KERNEL_LINE_MAX - 2 - len(head)) + "é"  # 1 byte left for 2
+    with pytest.raises(LineTooLong) as e:
+        parse(straddling)
+    assert e.value.position == straddling.index("é")
 
 
 @pytest.mark.parametrize("record", [

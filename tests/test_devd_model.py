@@ -154,6 +154,28 @@ def test_which_block_runs_and_the_command(tmp_path, conf, event, line, commands)
     assert answer(devd, event) == (line, commands)
 
 
+SHORTHANDS = """\
+attach 3 { device-name "em[0-9]+"; class "net"; action "echo net $device-name"; };
+attach 2 { subdevice "x.*"; action "echo sub $subdevice"; };
+attach 1 { device-name "em0"; action "echo fallback"; };
+"""
+
+
+@pytest.mark.parametrize("event, line, commands", [
+    ("+em0 at class=net on pci0", 1, ["echo net $'em0'"]),
+    ("+em1 at class=NET on pci0", 1, ["echo net $'em1'"]),
+    ("+em0 at class=disk on pci0", 3, ["echo fallback"]),
+    ("+em1 at class=disk on pci0", None, []),
+    ("+da0 at subdevice=xyz on pci0", 2, ["echo sub $'xyz'"]),
+    ("+da0 at subdevice=yz on pci0", None, []),
+])
+def test_device_name_class_subdevice_are_match_shorthands(tmp_path, event, line, commands):
+    devd = load(tmp_path, SHORTHANDS)
+    assert [[t.var for t in b.tests] for b in devd.blocks["attach"]] == [
+        ["device-name", "class"], ["subdevice"], ["device-name"]]
+    assert answer(devd, event) == (line, commands)
+
+
 def test_regcomp_failures_are_warned(tmp_path):
     devd = load(tmp_path, ESCAPES)
     text = "\n".join(devd.warnings)
@@ -465,6 +487,16 @@ def test_single_quoting_a_variable_breaks_devds_quoting(tmp_path):
     res = devd.dispatch(f"!system=ACPI type=x;touch${{IFS}}{pwn}", stdout=-3)
     assert res.commands == [f"echo '$'x;touch${{IFS}}{pwn}''"]
     assert pwn.exists()
+
+
+def test_hash_in_a_string_is_text_and_may_become_a_shell_comment(tmp_path):
+    """§3.12: devd keeps ``#`` inside a string; sh then reads `` # …`` as a comment."""
+    word, comment = tmp_path / "word", tmp_path / "comment"
+    devd = load(tmp_path, f'notify 1 {{ action "echo a#b > {word}; echo c # d > {comment}"; }};\n')
+    res = devd.dispatch("!a=b", stdout=-3)
+    assert res.commands == [f"echo a#b > {word}; echo c # d > {comment}"]
+    assert res.statuses == [0]
+    assert word.read_text() == "a#b\n" and not comment.exists()
 
 
 def test_each_action_is_its_own_sh_and_failures_do_not_stop_the_next(tmp_path):

@@ -189,3 +189,38 @@ def test_why_the_snippet_matches_the_subsystem(tmp_path):
         f.write('notify 99 { match "system" "ACPI"; action "echo site"; };\n')
     res = D.load_devd(root).dispatch(devctl.VMGENC_LINE, run=False)
     assert res.match.file == SNIPPET_FILE
+
+
+def test_a_project_rule_on_system_acpi_alone_shadows_the_stock_ac_adapter_rule(tmp_path):
+    """§3.12: match subsystem too, or the stock AC-adapter rule (priority 10) never runs."""
+    root = str(tmp_path / "vm")
+    D.install_configs(root)
+    ac = "!system=ACPI subsystem=ACAD type=\\_SB_.AC notify=0x01"
+    assert D.load_devd(root).dispatch(ac, run=False).commands[0].startswith(
+        "echo power_profile")
+    greedy = os.path.join(root, "usr/local/etc/devd/greedy.conf")
+    with open(greedy, "w", encoding="utf-8") as f:
+        f.write('notify 100 { match "system" "ACPI"; action "echo greedy"; };\n')
+    res = D.load_devd(root).dispatch(ac, run=False)
+    assert res.match.file == "/usr/local/etc/devd/greedy.conf"
+    assert res.commands == ["echo greedy"]
+    # the shipped snippet, which also matches the subsystem, leaves it alone
+    os.remove(greedy)
+    assert D.load_devd(root).dispatch(ac, run=False).match.file == "/etc/devd.conf"
+
+
+def test_a_project_nomatch_100_never_runs_behind_devmatch(tmp_path):
+    """§3.12: stock devmatch's match-less ``nomatch 100`` is parsed first and takes
+    every nomatch record, so a project ``nomatch 100`` never runs (101 would)."""
+    root = str(tmp_path / "vm")
+    D.install_configs(root)
+    mine = os.path.join(root, "usr/local/etc/devd/mine.conf")
+    record = "? at bus=0 vendor=0x1234 product=0x5678 on uhub0"
+    with open(mine, "w", encoding="utf-8") as f:
+        f.write('nomatch 100 { match "vendor" "0x1234"; action "echo mine"; };\n')
+    res = D.load_devd(root).dispatch(record, run=False)
+    assert res.match.file == "/etc/devd.conf" and res.commands[0].startswith("echo devmatch")
+    with open(mine, "w", encoding="utf-8") as f:
+        f.write('nomatch 101 { match "vendor" "0x1234"; action "echo mine"; };\n')
+    res = D.load_devd(root).dispatch(record, run=False)
+    assert res.match.file == "/usr/local/etc/devd/mine.conf" and res.commands == ["echo mine"]

@@ -84,18 +84,121 @@ def test_runtime_clone_through_devd_per_preset(tmp_path, preset):
     assert read(os.path.join(root, "etc/hostid")) != old_hostid
 
 
-def test_cold_clone_is_caught_by_the_boot_check_not_by_devd(tmp_path):
+@pytest.mark.parametrize("preset", ["qemu", "bhyve", "xen", "hyperv", "firecracker"])
+def test_cold_clone_is_caught_by_the_boot_check_not_by_devd(tmp_path, preset):
     root = str(tmp_path / "vm")
-    assert ctl(root, "sim", "init", "--hypervisor", "bhyve").returncode == 0
+    assert ctl(root, "sim", "init", "--hypervisor", preset).returncode == 0
     assert ctl(root, "sim", "boot").returncode == 0
+    before = len(history(root))
     cold = ctl(root, "sim", "cold-clone")
     assert cold.returncode == 0 and "VMGenerationCounter" not in cold.stdout
-    assert [c["class"] for c in history(root)] == ["first-seen"]
+    assert len(history(root)) == before  # powered off: nothing happened in the guest
     boot = ctl(root, "sim", "boot")
     assert boot.returncode == 0, boot.stderr
+    # devd gets the boot-time attach record, which no vmgenc rule takes: no action runs
+    assert "devd <- +vmgenc0 " in boot.stdout and "Executing" not in boot.stdout
     last = history(root)[-1]
     assert (last["source"], last["class"], last["status"]) == ("boot", "clone", "done")
-    assert {h["name"] for h in last["hooks"]} >= {"sshd_keys", "hostid", "entropy"}
+    assert [(h["name"], h["status"]) for h in last["hooks"]] == [
+        ("sshd_keys", "ok"), ("hostid", "ok"), ("entropy", "ok")]
+    assert ctl(root, "status").returncode == 0
+
+
+def test_runtime_restore_through_devd(tmp_path):
+    """sim restore runs the shipped snippet's action too; with the restore policy only
+    the entropy refresh runs and the identity stays."""
+    root = str(tmp_path / "vm")
+    assert ctl(root, "sim", "init").returncode == 0
+    assert ctl(root, "sim", "boot").returncode == 0
+    with open(os.path.join(root, "etc/rc.conf"), "a") as f:
+        f.write('vmgenc_runtime_class="restore"\n')
+    old_hostid = read(os.path.join(root, "etc/hostid"))
+    old_key = read(os.path.join(root, "etc/ssh/ssh_host_ed25519_key.pub"))
+    before = history(root)[-1]
+
+    restore = ctl(root, "sim", "restore")
+    assert restore.returncode == 0, restore.stderr
+    assert "devd <- !system=ACPI subsystem=VMGenerationCounter type=\\_SB_.VGEN" \
+        in restore.stdout
+    assert "vmgenc.conf" in restore.stdout and "-> exit 0" in restore.stdout
+    assert ctl(root, "wait", "--since", before["new_guid"], "--timeout", "60").returncode == 0
+    last = history(root)[-1]
+    assert (last["source"], last["class"], last["status"]) == ("devd", "restore", "done")
+    assert last["old_guid"] == before["new_guid"]
+    assert [(h["name"], h["status"]) for h in last["hooks"]] == [("entropy", "ok")]
+    assert read(os.path.join(root, "etc/hostid")) == old_hostid
+    assert read(os.path.join(root, "etc/ssh/ssh_host_ed25519_key.pub")) == old_key
+    assert ctl(root, "status").returncode == 0
+
+
+SITECUSTOMIZE = """\
+import os
+with open(os.environ["PYTHON_STARTS"], "a") as f:
+    f.write(" ".join(__import__("sys").argv) + "\\n")
+"""
+
+
+def test_cold_clone_through_the_installed_rc_d_script(tmp_path):
+    """The boot path through the file ``sim init`` installed (usr/local/etc/rc.d/vmgenc),
+    under the real /bin/sh with the rc.subr stand-in and the fake sysctl, calling the real
+    vmgenctl.  Any Python start is seen through sitecustomize (the vmgenctl path is
+    absolute, so a PATH trap alone would miss it)."""
+    from vmgenc_tools.reference.vm import SimulatedVM
+
+    root = str(tmp_path / "vm")
+    assert ctl(root, "sim", "init").returncode == 0
+    installed = os.path.join(root, "usr/local/etc/rc.d/vmgenc")
+    with open(installed) as f:
+        text = f.read()
+    assert text.count("\n. /etc/rc.subr\n") == 1
+    script = tmp_path / "vmgenc"
+    script.write_text(text.replace("\n. /etc/rc.subr\n",
+                                   f"\n. {os.path.join(REPO, 'tests/rc/rc.subr')}\n"))
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    (trap / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    starts = tmp_path / "python-starts"
+    env = {"PATH": f"{os.path.join(REPO, 'tests/fakes')}:/usr/bin:/bin", "HOME": root,
+           "VMGENC_ROOT": root, "PYTHONPATH": str(trap), "PYTHON_STARTS": str(starts)}
+
+    def boot_script() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/bin/sh", str(script), "start"], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    def pythons() -> list[str]:
+        return starts.read_text().splitlines() if starts.exists() else []
+
+    vm = SimulatedVM(root)
+    assert history(root) == []
+    initial = boot_script()  # nothing recorded yet: the real check records the generation
+    assert initial.returncode == 0, initial.stdout + initial.stderr
+    assert "No VM Generation ID recorded yet" in initial.stdout
+    assert any("vmgenctl" in p for p in pythons())  # the trap does see Python
+    first = history(root)
+    assert [(c["source"], c["class"]) for c in first] == [("boot", "first-seen")]
+
+    os.remove(starts)
+    unchanged = boot_script()
+    assert (unchanged.returncode, unchanged.stdout, unchanged.stderr) == (0, "", "")
+    assert pythons() == []
+
+    assert ctl(root, "sim", "cold-clone").returncode == 0
+    vm.boot()  # power on; the boot check is the script's job here, not sim boot's
+    changed = boot_script()
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert "changed since it was last recorded" in changed.stdout
+    assert any("vmgenctl" in p for p in pythons())
+    last = history(root)[-1]
+    assert (last["source"], last["class"], last["status"]) == ("boot", "clone", "done")
+    assert last["old_guid"] == first[-1]["new_guid"]
+    assert last["new_guid"] == vm.cached_guids()[0].text
+    for _record, answer in vm.deliver():  # then devd starts: the attach runs no action
+        assert answer.match is None or "vmgenc-devd" not in " ".join(answer.commands)
+
+    os.remove(starts)
+    again = boot_script()  # next boot, same GUID: the fast path, no Python at all
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    assert pythons() == []
 
 
 def test_bhyve_restarts_are_not_clones(tmp_path):

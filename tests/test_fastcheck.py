@@ -84,6 +84,31 @@ def test_a_change_goes_to_the_handler(root):
     assert (last.new_text, last.cls) == (G2, "clone")
 
 
+def test_class_flag_and_intent_file_force_the_next_change(root, capsys):
+    """``check --class C`` (this change) and ``${dbdir}/intent`` (the next one, used once)."""
+    db = os.path.join(root, "var/db/vmgenc/history.db")
+    assert fastcheck.run_check(root, ["--class", "restore"]) == 0  # nothing changed
+    assert "--class was not used" in capsys.readouterr().err
+    set_guid(root, G2)
+    assert fastcheck.run_check(root, ["--class=restore"]) == 0
+    last = History.open_readonly(db).last_change()
+    assert (last.new_text, last.cls, last.forced) == (G2, "restore", "cli")
+    intent = os.path.join(root, "var/db/vmgenc/intent")
+    with open(intent, "w") as f:
+        f.write("platform-restart\n")
+    assert fastcheck.run_check(root, []) == 0  # no change yet: the intent waits
+    assert os.path.exists(intent)
+    set_guid(root, G0)
+    assert fastcheck.run_check(root, []) == 0
+    last = History.open_readonly(db).last_change()
+    assert (last.new_text, last.cls, last.forced) == (G0, "platform-restart", "intent")
+    assert not os.path.exists(intent)  # used once
+    set_guid(root, G2)
+    assert fastcheck.run_check(root, []) == 0
+    last = History.open_readonly(db).last_change()
+    assert (last.cls, last.forced) == ("clone", None)
+
+
 def test_expect_on_the_fast_path(root, capsys):
     assert fastcheck.run_check(root, ["--expect", G0]) == 0
     assert fastcheck.run_check(root, ["--expect=" + Generation.parse(G0).hex]) == 0

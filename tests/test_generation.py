@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import uuid
 
 import pytest
@@ -41,7 +43,8 @@ def test_rejects_wrong_size_or_type(bad):
 
 
 @pytest.mark.parametrize("bad", ["", "324e6eaf", "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb8g",
-                                 "324e6eafd1d14bf6bf41b9bb6c91fb87x", "0x1234"])
+                                 "324e6eafd1d14bf6bf41b9bb6c91fb87x", "0x1234",
+                                 "{" + QEMU_TEXT, QEMU_TEXT + "}", "{{" + QEMU_TEXT + "}}"])
 def test_rejects_bad_text(bad):
     with pytest.raises(GenerationError):
         Generation.parse(bad)
@@ -58,9 +61,22 @@ def test_immutable_hashable_comparable():
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     with pytest.raises(AttributeError):
         a.foo = 1  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        del a._raw
+    assert a.raw == QEMU_RAW
     c = Generation(b"\xff" * 16)
-    assert a < c and sorted([c, a]) == [a, c]
+    assert a < c and a <= c and c > a and c >= a and a <= b and a >= b
+    assert not (a > c or a >= c or c < a or c <= a)
+    assert sorted([c, a]) == [a, c] and max(a, c) == c
     assert a != QEMU_RAW
+    with pytest.raises(TypeError):
+        assert a <= QEMU_RAW  # type: ignore[operator]
+
+
+def test_copies_and_pickles_keep_the_raw_bytes():
+    a = Generation(QEMU_RAW)
+    for again in (copy.copy(a), copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
+        assert again == a and again.raw == QEMU_RAW and hash(again) == hash(a)
 
 
 @given(st.binary(min_size=16, max_size=16))
@@ -74,6 +90,17 @@ def test_roundtrip_raw_text_hex(raw):
 @given(st.text(max_size=60))
 def test_parse_never_raises_other_errors(s):
     try:
-        Generation.parse(s)
+        g = Generation.parse(s)
     except GenerationError:
-        pass
+        return
+    assert g.text == str(uuid.UUID(bytes_le=g.raw))
+
+
+@given(st.binary(max_size=40))
+def test_constructor_accepts_exactly_16_bytes_and_raises_only_its_error(raw):
+    try:
+        g = Generation(raw)
+    except GenerationError:
+        assert len(raw) != 16
+        return
+    assert len(raw) == 16 and g.raw == raw

@@ -5,9 +5,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import shutil
 import sqlite3
 import stat
 import struct
+import subprocess
+import sys
+import syslog
 import uuid
 from types import SimpleNamespace
 
@@ -558,3 +563,263 @@ def test_not_a_tty_means_no_stderr(capsys):
     assert capsys.readouterr().err == ""
     with pytest.raises(ValueError):
         log.set_level("loud")
+
+
+# -- the bhyve preset of the reference model -------------------------------------------------
+
+
+def test_bhyve_preset_ten_reboots_no_identity_hooks_then_one_cold_clone(tmp_path):
+    """The simulated bhyve VM: a new GUID at every start, the same SMBIOS UUID and MACs."""
+    from vmgenc_tools.reference.vm import SimulatedVM
+
+    root = str(tmp_path / "bhyve")
+    vm = SimulatedVM(root)
+    vm.init("bhyve", ssh_keys=False)
+    logfile = str(tmp_path / "hooks.log")
+    cfg, plan = make_config(root), names_planner(logfile)
+
+    def boot_check() -> int:
+        return handler.check(root, source="boot", config=cfg, planner=plan)
+
+    assert boot_check() == 0
+    guids = []
+    for _ in range(10):
+        result = vm.reboot()
+        assert result.changed  # a new GUID, and only the attach record: no change event
+        assert not [r for r in result.records if "VMGenerationCounter" in r], result.records
+        guids.append(vm.cached_guids()[0].text)
+        assert boot_check() == 0
+    h = History.open_readonly(cfg.db_path)
+    rows = h.listing()
+    h.close()
+    assert [c.cls for c in rows] == ["first-seen"] + ["platform-restart"] * 10
+    assert [c.new_text for c in rows[1:]] == guids and len(set(guids)) == 10
+    assert all(c.source == "boot" and c.status == "done" for c in rows)
+    names = [n for _, _, n in read_log(logfile)]
+    assert "sshd_keys" not in names and "hostid" not in names
+    assert names == ["entropy", "site"] * 10
+
+    vm.cold_clone()
+    vm.boot()
+    assert boot_check() == 0
+    h = History.open_readonly(cfg.db_path)
+    rows = h.listing()
+    h.close()
+    assert [c.cls for c in rows].count("clone") == 1 and rows[-1].cls == "clone"
+    assert "SMBIOS UUID changed" in (rows[-1].reason or "")
+    assert [n for g, _, n in read_log(logfile) if g == rows[-1].new_text] == CLONE_HOOKS
+
+
+# -- the last-guid cache as rc.d reads it ----------------------------------------------------
+
+
+def test_last_guid_line_is_what_sysctl_x_dumps_and_rcd_sh_compares_it(env):
+    """rc.d/vmgenc takes ``${out##*Dump:}`` of ``sysctl -x`` per unit and compares it in sh."""
+    from vmgenc_tools.reference.sysctl import Sysctl8
+
+    write_kernel(env.root, [G2, G3])
+    check(env)
+    with open(env.paths.last_guid, "rb") as f:
+        raw = f.read()
+    assert re.fullmatch(rb"0x[0-9a-f]{32} 0x[0-9a-f]{32}\ndone\n", raw), raw
+    dumps = []
+    for unit in (0, 1):
+        res = Sysctl8(env.root, "x").run([f"dev.vmgenc.{unit}.guid"])
+        assert res.status == 0
+        dumps.append(res.stdout.decode())
+    script = r'''
+live=""
+for out in "$@"; do live="${live}${live:+ }${out##*Dump:}"; done
+live=$(printf '%s' "$live" | tr -d '\n')
+{ read -r cached; read -r state; } < "$CACHE"
+[ "$live" = "$cached" ] && [ "$state" = done ] && echo same
+'''
+    p = subprocess.run(["/bin/sh", "-c", script, "sh", *dumps], capture_output=True,
+                       text=True, env=dict(os.environ, CACHE=env.paths.last_guid), timeout=30)
+    assert p.stdout == "same\n", (dumps, raw, p.stderr)
+    set_guid(env.root, G3, unit=0)  # the GUIDs moved: sh must see a difference
+    dumps[0] = Sysctl8(env.root, "x").run(["dev.vmgenc.0.guid"]).stdout.decode()
+    p = subprocess.run(["/bin/sh", "-c", script, "sh", *dumps], capture_output=True,
+                       text=True, env=dict(os.environ, CACHE=env.paths.last_guid), timeout=30)
+    assert p.stdout == ""
+
+
+# -- a read-only file system under the database -------------------------------------------------
+
+_RO_MOUNT = ('mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" || exit 99; '
+             'shift; exec "$@"')
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _in_private_mounts(script: str, args: list[str], code: str) -> subprocess.CompletedProcess:
+    """Run Python ``code`` after /bin/sh ``script`` in a private mount namespace (or skip)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs unshare(1) for a private mount namespace")
+    flags = "-m" if os.geteuid() == 0 else "-Urm"
+    p = subprocess.run([unshare, flags, "/bin/sh", "-c", script, "sh", *args, sys.executable,
+                        "-c", code], capture_output=True, text=True, timeout=120)
+    if p.returncode == 99 or p.stderr.startswith("unshare:"):
+        pytest.skip(f"cannot mount in a private namespace here: {p.stderr.strip()}")
+    return p
+
+
+def test_read_only_file_system_hooks_still_run_and_the_next_run_records(env):
+    check(env)
+    set_guid(env.root, G2)
+    code = f"""
+import sys
+sys.path.insert(0, {TESTS_DIR!r})
+from handler_hooks import make_config, names_planner
+from vmgenc_tools import handler, status
+cfg = make_config({env.root!r})
+code = handler.check({env.root!r}, config=cfg, planner=names_planner({env.log!r}))
+print("state", status.status({env.root!r}, config=cfg)["state"])
+sys.exit(code)
+"""
+    p = _in_private_mounts(_RO_MOUNT, [env.paths.dbdir], code)
+    assert p.returncode == exitcodes.STATE, p.stderr
+    assert "read-only file system" in p.stderr and "the hooks ran" in p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert "state unrecorded" in p.stdout  # status still reads the database
+    assert read_log(env.log) == [(G2, "clone", n) for n in CLONE_HOOKS]
+    assert [c.new_text for c in changes(env)][-1] != G2
+    # writable again: the next run records the change (its hooks run again: there was
+    # nowhere to keep what had run)
+    assert check(env) == 0
+    last = changes(env)[-1]
+    assert (last.new_text, last.cls, last.status) == (G2, "clone", "done")
+    assert cache(env) == hexline(G2) + "\ndone\n"
+
+
+_FULL_TMPFS = (
+    'd=$1; shift; save=$(mktemp -d) || exit 99; cp -a "$d"/. "$save"/ || exit 99; '
+    'mount -t tmpfs -o size=256k,mode=0750 tmpfs "$d" || exit 99; '
+    'cp -a "$save"/. "$d"/ && rm -rf "$save" || exit 98; '
+    'dd if=/dev/zero of="$d/filler" bs=4096 2>/dev/null; exec "$@"')
+
+
+def test_a_full_disk_still_runs_the_hooks_and_the_next_run_records(env):
+    """A tiny tmpfs under the database, filled to the last page: real ENOSPC from SQLite."""
+    check(env)
+    set_guid(env.root, G2)
+    code = f"""
+import json, os, sys
+sys.path.insert(0, {TESTS_DIR!r})
+from handler_hooks import make_config, names_planner, read_log
+from vmgenc_tools import handler
+from vmgenc_tools.history import History
+cfg = make_config({env.root!r})
+paths = handler.Paths.of(cfg)
+first = handler.check({env.root!r}, config=cfg, planner=names_planner({env.log!r}))
+ran = len(read_log({env.log!r}))
+journal = os.path.exists(paths.journal)
+print("NOTE first run done", file=sys.stderr, flush=True)
+os.unlink(os.path.join(paths.dbdir, "filler"))
+second = handler.check({env.root!r}, config=cfg, planner=names_planner({env.log!r}))
+h = History.open_readonly(paths.db)
+rows = [(c.new_text, c.cls, c.status, [r.status for r in c.latest_hooks()])
+        for c in h.listing()]
+print("RESULT", json.dumps(dict(first=first, ran=ran, journal=journal, second=second,
+                                 rows=rows, integrity=h.integrity_ok(),
+                                 cache=open(paths.last_guid).read())))
+"""
+    p = _in_private_mounts(_FULL_TMPFS, [env.paths.dbdir], code)
+    assert p.returncode == 0, p.stderr
+    (line,) = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    import json
+
+    res = json.loads(line[7:])
+    first_err = p.stderr.split("NOTE first run done")[0]
+    assert res["first"] == exitcodes.STATE
+    assert "database or disk is full" in first_err and "the hooks ran" in first_err
+    assert res["ran"] == 4  # every clone hook ran although nothing could be recorded
+    assert res["second"] == 0 and res["integrity"] is True
+    assert res["rows"][-1] == [G2, "clone", "done", ["ok"] * 4]
+    assert [r[0] for r in res["rows"]].count(G2) == 1
+    assert res["cache"] == hexline(G2) + "\ndone\n"
+    # what ran was kept in the journal if a page was left for it; otherwise it runs again
+    assert len(read_log(env.log)) == (4 if res["journal"] else 8)
+
+
+# -- syslog: facility daemon, ident vmgenc; stderr only when interactive -----------------------
+
+_DEV_TMPFS = 'mount -t tmpfs -o size=64k tmpfs /dev || exit 99; exec "$@"'
+
+
+def test_syslog_gets_one_daemon_line_per_change_from_ident_vmgenc(env):
+    """A private /dev with our own socket as /dev/log: what syslogd would receive."""
+    check(env)
+    set_guid(env.root, G2)
+    code = f"""
+import socket, sys
+sys.path.insert(0, {TESTS_DIR!r})
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind("/dev/log")
+s.setblocking(False)
+from handler_hooks import make_config, names_planner
+from vmgenc_tools import handler
+cfg = make_config({env.root!r}, log_level="notice")
+handler.check({env.root!r}, config=cfg, planner=names_planner({env.log!r}))
+while True:
+    try:
+        print("DGRAM", repr(s.recv(8192)))
+    except BlockingIOError:
+        break
+"""
+    p = _in_private_mounts(_DEV_TMPFS, [], code)
+    assert p.returncode == 0, p.stderr
+    import ast
+
+    datagrams = [ast.literal_eval(line[6:]).decode() for line in p.stdout.splitlines()
+                 if line.startswith("DGRAM ")]
+    assert datagrams, p.stderr
+    for d in datagrams:  # <facility * 8 + severity>timestamp ident[pid]: message
+        m = re.match(r"<(\d+)>\w{3} [ \d]\d \d\d:\d\d:\d\d vmgenc\[\d+\]: (.*)\Z", d)
+        assert m, d
+        assert int(m.group(1)) >> 3 == syslog.LOG_DAEMON >> 3
+        assert int(m.group(1)) & 7 <= syslog.LOG_NOTICE  # vmgenc_log_level=notice
+        assert "\n" not in m.group(2)
+    first = Generation.parse("324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87").text
+    change = [d for d in datagrams if "generation change" in d]
+    assert len(change) == 1
+    assert f"{first} -> {G2} class clone" in change[0]
+    assert int(change[0][1:].split(">")[0]) & 7 == syslog.LOG_NOTICE
+
+
+def test_stderr_echo_only_when_stderr_is_a_terminal():
+    code = "from vmgenc_tools import log; log.info('hello from the handler')"
+    master, slave = os.openpty()
+    try:
+        p = subprocess.run([sys.executable, "-c", code], stderr=slave, stdout=subprocess.PIPE,
+                           timeout=60)
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert p.returncode == 0
+    assert out.replace(b"\r\n", b"\n") == b"vmgenc: hello from the handler\n"
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert piped.returncode == 0 and piped.stderr == b""
+
+
+# -- configuration problems the handler reports ----------------------------------------------
+
+
+def test_an_unknown_knob_is_warned_about_and_ignored(env, logged):
+    cfg = make_config(env.root, vmgenc_hook_timout="5")
+    assert cfg.unknown == ("vmgenc_hook_timout",)
+    assert handler.check(env.root, config=cfg, planner=env.plan) == 0
+    assert any(level == "warning" and "$vmgenc_hook_timout" in m and "not a vmgenc knob" in m
+               for level, m in logged)

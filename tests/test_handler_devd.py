@@ -10,9 +10,11 @@ from conftest import set_guid
 from handler_hooks import RecordingHook, names_planner, read_log
 
 from vmgenc_tools import exitcodes, fastcheck, handler
+from vmgenc_tools.generation import Generation
 from vmgenc_tools.history import History
-from vmgenc_tools.status import status
+from vmgenc_tools.status import status, wait
 
+G0 = "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87"
 G2 = "11111111-2222-3333-4444-555555555555"
 G3 = "66666666-7777-4888-9999-aaaaaaaaaaaa"
 PLANNER = "handler_hooks:env_plan"
@@ -171,3 +173,28 @@ def test_devd_without_device_exits_3_and_logs(tmp_path, capsys):
     write_kernel(root, [])
     assert fastcheck.run_devd(root, [VGEN, "1"]) == exitcodes.NO_DEVICE
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_wait_library_reports_timeout_pending_settled_and_failed(devd_env):
+    """``status.wait``: 5 until the generation moved *and* its hooks settled; 0 done; 1 failed."""
+    env = devd_env
+    g0 = Generation.parse(G0)
+    assert wait(env.root, timeout=0.2, interval=0.02, config=env.cfg) == exitcodes.TIMEOUT
+    set_guid(env.root, G2)  # changed, but no check has recorded it yet
+    assert status(env.root, config=env.cfg)["state"] == "unrecorded"
+    assert wait(env.root, since=g0, timeout=0.2, interval=0.02,
+                config=env.cfg) == exitcodes.TIMEOUT
+    handler.devd_event(env.root, VGEN, "1700000000", planner_spec=PLANNER)
+    _wait_for(lambda: read_log(env.log))  # recorded, hooks held at the gate
+    assert wait(env.root, since=g0, timeout=0.2, interval=0.02,
+                config=env.cfg) == exitcodes.TIMEOUT
+    open(env.gate, "w").close()
+    assert wait(env.root, since=g0, timeout=60, interval=0.02, config=env.cfg) == exitcodes.OK
+    handler.wait_workers(60)
+    set_guid(env.root, G3)
+    broken = [RecordingHook("x", env.log, fail=True)]
+    assert handler.check(env.root, config=env.cfg,
+                         planner=lambda c, k: broken) == exitcodes.PENDING_OR_FAILED
+    assert wait(env.root, since=Generation.parse(G2), timeout=60, interval=0.02,
+                config=env.cfg) == exitcodes.PENDING_OR_FAILED
+    assert status(env.root, config=env.cfg)["state"] == "failed"

@@ -51,6 +51,19 @@ def test_new_database_has_modes_wal_full_sync_and_schema(db):
         assert h.integrity_ok()
 
 
+def test_wal_and_shm_files_share_the_database_mode(db):
+    old = os.umask(0o077)
+    try:
+        with History.open(db) as h:
+            h.add_change(mkchange())
+            side = [p for p in (db + "-wal", db + "-shm") if os.path.exists(p)]
+            assert side  # WAL mode keeps them while a connection is open
+            for p in side:
+                assert stat.S_IMODE(os.stat(p).st_mode) == 0o640, p
+    finally:
+        os.umask(old)
+
+
 def test_change_and_hook_runs_round_trip(db):
     with History.open(db) as h:
         cid = h.add_change(mkchange(smbios_uuid="u-1", boot_time=123, acpi_path="\\_SB_.VGEN",
@@ -72,6 +85,20 @@ def test_change_and_hook_runs_round_trip(db):
         ("sshd_keys", "ok", 0), ("site", "skipped", None)]
     assert len(ch.hooks[0].output) == history.OUTPUT_TAIL  # the tail only
     assert d["detected_at"].endswith("+00:00")
+
+
+def test_output_keeps_the_last_whole_lines(db):
+    lines = [f"line {i:05d}" for i in range(2000)]
+    with History.open(db) as h:
+        cid = h.add_change(mkchange())
+        h.finish_hook(h.start_hook(cid, "chatty"),
+                      HookResult("chatty", "failed", 1, 0.1, "\n".join(lines) + "\n"))
+        (run,) = h.get(cid).hooks
+    assert len(run.output) <= history.OUTPUT_TAIL
+    kept = run.output.splitlines()
+    assert kept[-1] == "line 01999" and kept[0] in lines  # no half line at the start
+    assert kept == lines[-len(kept):]
+    assert len(run.output) > history.OUTPUT_TAIL - len(lines[0]) - 2  # no more cut than that
 
 
 def test_status_values_are_constrained(db):
@@ -180,6 +207,63 @@ def test_queries_cost_the_same_at_10_and_100000_rows(tmp_path):
         assert b <= s + 20, costs
     small.close()
     big.close()
+
+
+def _plans(h: History, fn) -> list[tuple[str, list[str]]]:
+    """Every statement ``fn`` runs, with SQLite's query plan for it."""
+    sqls: list[str] = []
+    h.conn.set_trace_callback(sqls.append)
+    try:
+        fn()
+    finally:
+        h.conn.set_trace_callback(None)
+    out = []
+    for sql in sqls:
+        if sql.lstrip().upper().startswith(("SELECT", "UPDATE")):
+            plan = [row[3] for row in h.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            out.append((sql, plan))
+    return out
+
+
+def test_query_plans_use_indexes_and_never_sort_the_whole_table(tmp_path):
+    """EXPLAIN QUERY PLAN of every statement the queries and hook bookkeeping run.
+
+    A table is only ever walked in rowid order from the newest row with a LIMIT
+    (that stops after N rows); everything else is an index or key search.
+    """
+    h = History.open(str(tmp_path / "h.db"))
+    _fill(h, 1000)
+    cid = h.add_change(mkchange(status="pending"))
+    run = h.start_hook(cid, "a")
+    calls = {
+        "last N": lambda: h.listing(last=5),
+        "since": lambda: h.listing(since="2024-01-01T00:00:00.000500+00:00"),
+        "last change": h.last_change,
+        "last real change": lambda: h.last_change(real_only=True),
+        "pending": h.pending,
+        "one change": lambda: h.get(cid),
+        "hook attempt": lambda: h.start_hook(cid, "b"),
+        "hook result": lambda: h.finish_hook(run, HookResult("a", "ok", 0, 0.1)),
+        "interrupted": lambda: h.mark_interrupted(cid),
+    }
+    for label, fn in calls.items():
+        plans = _plans(h, fn)
+        assert plans, label
+        for sql, plan in plans:
+            text = " | ".join(plan)
+            for step in plan:
+                if step.startswith("SCAN") and "USING" not in step:
+                    assert "class_counts" in step or (
+                        "ORDER BY id DESC LIMIT" in sql and "TEMP B-TREE" not in text
+                    ), (label, sql, plan)
+            if "FROM changes" in sql and "TEMP B-TREE" in text:
+                # only a --since window is sorted, and it is found through its index
+                assert "USING INDEX changes_detected_at" in text, (label, sql, plan)
+    (since_sql, since_plan), *_ = _plans(h, lambda: h.listing(since="2024-01-02"))
+    assert any("SEARCH changes USING INDEX changes_detected_at" in p for p in since_plan)
+    (pending_sql, pending_plan), *_ = _plans(h, h.pending)
+    assert pending_plan == ["SCAN changes USING INDEX changes_pending"]
+    h.close()
 
 
 def test_future_schema_is_refused(db):

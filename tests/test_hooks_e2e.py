@@ -53,6 +53,17 @@ def test_simulated_clone_rotates_identity_and_runs_site_hooks(tmp_path):
     assert hooks == {"sshd_keys": "ok", "hostid": "ok", "entropy": "ok",
                      "site:50-record": "ok", "site:60-untrusted": "refused"}
     assert last["status"] == "failed"  # a refused hook is reported, not ignored
+    out = {h["name"]: h["output"] for h in last["hooks"]}  # the tail each hook left
+    assert out["site:50-record"] == "recorded\n"
+    assert out["site:60-untrusted"].startswith("refused, not run:")
+    for t in ("rsa", "ecdsa", "ed25519"):
+        assert f"new {t} host key /etc/ssh/ssh_host_{t}_key: " in out["sshd_keys"]
+    with open(os.path.join(root, "etc", "hostid")) as f:
+        uuid_text = f.read().strip()
+    assert f"-> {uuid_text}" in out["hostid"]
+    assert read_bytes(os.path.join(root, "etc", "machine-id")) == \
+        (uuid_text.replace("-", "") + "\n").encode()
+    assert "refreshed /boot/entropy (4096 bytes, mode 0600)" in out["entropy"]
     with open(os.path.join(root, "site-hook.out")) as f:
         assert f.read().split() == ["clone", "devd", last["new_guid"]]
     assert not os.path.exists(os.path.join(root, "untrusted-ran"))

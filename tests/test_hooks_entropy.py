@@ -75,6 +75,31 @@ def test_rc_conf_no_disables_a_file(root):
     assert "entropy_boot_file=NO" in result.output
 
 
+def test_replacement_is_atomic_a_reader_keeps_the_whole_old_seed(root):
+    """The name moves to a new, complete file; nothing is truncated or rewritten in place."""
+    held = {p: os.open(os.path.join(root, p), os.O_RDONLY) for p in ("entropy", "boot/entropy")}
+    try:
+        before = {p: os.fstat(fd).st_ino for p, fd in held.items()}
+        assert run(root).status == "ok"
+        for p, fd in held.items():
+            assert os.pread(fd, 8192, 0) == OLD  # an open reader still sees all of the old seed
+            st = os.stat(os.path.join(root, p))
+            assert st.st_ino != before[p] and st.st_size == entropy.SEED_BYTES
+    finally:
+        for fd in held.values():
+            os.close(fd)
+
+
+def test_empty_rc_conf_value_means_the_default(root):
+    """rc.d/random reads ``${entropy_file:=/entropy}``: an empty value is not NO."""
+    with open(os.path.join(root, "etc", "rc.conf"), "a") as f:
+        f.write('entropy_file=""\nentropy_boot_file=""\n')
+    result = run(root)
+    assert result.status == "ok", result.output
+    new = seeds(root)
+    assert new["/entropy"] != OLD and new["/boot/entropy"] != OLD
+
+
 def test_failed_write_keeps_the_old_seed(root, mocker):
     mocker.patch("os.fsync", side_effect=OSError(errno.ENOSPC, "No space left on device"))
     result = run(root)

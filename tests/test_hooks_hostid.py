@@ -35,11 +35,21 @@ def root(kernel_root):
     return kernel_root
 
 
+# rc.d/hostid's hostid_set, with md5sum (and its " -" suffix cut) standing in for /sbin/md5
+HOSTID_SET = r"""
+uuid=$1
+id=`printf %s $uuid | md5sum`; id=${id%% *}
+id="0x${id%????????????????????????}"
+echo $id
+"""
+
+
 def md5_rule(text: str) -> int:
-    """rc.d/hostid: ``echo -n $uuid | /sbin/md5``, first 8 hex digits — with md5sum here."""
-    out = subprocess.run(["sh", "-c", 'printf %s "$1" | md5sum', "sh", text],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out.split()[0][:8], 16)
+    """``kern.hostid`` as rc.d/hostid's own shell code computes it for ``text``."""
+    out = subprocess.run(["sh", "-c", HOSTID_SET, "sh", text],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert re.fullmatch(r"0x[0-9a-f]{8}", out), out
+    return int(out, 16)
 
 
 def kernel_values(root: str) -> tuple[str, int]:
@@ -50,6 +60,16 @@ def kernel_values(root: str) -> tuple[str, int]:
 @pytest.mark.parametrize("text", FIXED)
 def test_md5_rule_matches_rc_d_hostid(text):
     assert hostid.hostid_of(text) == md5_rule(text)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("00000000-0000-0000-0000-000000000001", 0xc96589ee),
+    ("324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87", 0x5ec5c9ee),
+    ("8a5d2c1e-4b7f-4c3a-9e21-7d6b5a4f3e2d", 0xe69159b6),
+])
+def test_md5_rule_on_fixed_inputs(text, expected):
+    """Known values (md5 of the UUID text, first 4 bytes): no tool in the loop."""
+    assert hostid.hostid_of(text) == expected == md5_rule(text)
 
 
 def test_hook_sets_kernel_and_files(root):
@@ -129,6 +149,19 @@ def test_failed_write_keeps_old_files_and_kernel(root, mocker):
     assert result.status == "failed" and "No space left on device" in result.output
     assert (kernel_values(root), read_bytes(os.path.join(root, "etc", "hostid"))) == before
     assert temp_leftovers(os.path.join(root, "etc")) == []
+
+
+def test_kernel_refusing_the_new_values_fails_the_hook_files_already_new(root, mocker):
+    """EPERM from sysctl (a jail, securelevel): failed, reported; the next boot gets the new id."""
+    from vmgenc_tools.sysctl.errors import NotPermitted
+
+    mocker.patch.object(hostid, "write_string", side_effect=NotPermitted(
+        errno.EPERM, "kern.hostuuid", "Operation not permitted"))
+    result = runner.builtin("hostid").run(ctx_for(root))
+    assert result.status == "failed" and "Operation not permitted" in result.output
+    assert kernel_values(root)[0] == SMBIOS
+    saved = read_bytes(os.path.join(root, "etc", "hostid")).decode().strip()
+    assert UUID_RE.match(saved) and saved != SMBIOS  # files first: rc.d/hostid sets it at boot
 
 
 def test_rc_conf_file_names_are_honoured(root):

@@ -68,6 +68,18 @@ def test_plan_order_builtins_then_site_in_lexical_order_at_the_site_token(root):
         assert f.read().split() == ["05-first", "10-a", "100-c", "20-b", "Z-upper"]
 
 
+def test_default_lists_run_builtins_by_name_then_site_hooks(kernel_root):
+    make_trusted(kernel_root)  # no vmgenc_hooks_<class>: the shipped defaults
+    for n in ("20-b", "10-a"):
+        add_hook(kernel_root, n, "true")
+    cfg = config.load(kernel_root)
+    assert names(runner.plan(cfg, "clone")) == ["sshd_keys", "hostid", "entropy",
+                                                "site:10-a", "site:20-b"]
+    for cls in ("restore", "platform-restart", "unknown"):
+        assert names(runner.plan(cfg, cls)) == ["entropy", "site:10-a", "site:20-b"]
+    assert runner.plan(cfg, "first-seen") == []
+
+
 def test_site_token_position_is_kept(root):
     write_rc_conf(root, hooks_clone="site sshd_keys", hooks_restore="entropy")
     add_hook(root, "10-a", "true")
@@ -230,6 +242,24 @@ wait
     assert all(dead(p) for p in pids.values()), pids
 
 
+def test_timeout_terminates_before_it_kills(root):
+    """SIGTERM first: a hook that cleans up on TERM gets to do it (no SIGKILL needed)."""
+    write_rc_conf(root, hooks_restore="site", hook_timeout="1")
+    add_hook(root, "10-tidy", """
+trap 'echo "cleaned up" > "$VMGENC_ROOT/tidy.out"; exit 0' TERM
+sleep 300 &
+echo $! > "$VMGENC_ROOT/child.pid"
+wait
+""")
+    [hook] = runner.plan(config.load(root), "restore")
+    result = hook.run(ctx_for(root, cls="restore"))
+    assert result.status == "timeout" and result.exit_code is None
+    with open(os.path.join(root, "tidy.out")) as f:
+        assert f.read() == "cleaned up\n"
+    with open(os.path.join(root, "child.pid")) as f:
+        assert dead(int(f.read()))
+
+
 def test_timeout_kills_survivors_that_ignore_sigterm(root, monkeypatch):
     monkeypatch.setattr(site, "KILL_GRACE_S", 0.3)
     write_rc_conf(root, hooks_restore="site", hook_timeout="1")
@@ -307,13 +337,19 @@ def test_sticky_world_writable_directory_is_refused_too(root):
     assert "directory is group/world writable (mode 1777)" in assert_refused(root, "10-a").output
 
 
-@pytest.mark.skipif(not AS_ROOT, reason="giving a directory away needs root")
 def test_refused_in_a_directory_owned_by_someone_else(root):
     add_hook(root, "10-a", MARK)
     d = os.path.join(root, "usr", "local", "etc")
-    os.chown(d, NOBODY, NOBODY)
+    if AS_ROOT:
+        os.chown(d, NOBODY, NOBODY)
+        owner, trusted = NOBODY, os.getuid()
+    else:  # cannot give a directory away: distrust our own uid instead
+        write_rc_conf(root, hooks_restore="site", hooks_owner_uid=str(os.getuid() + 1))
+        owner, trusted = os.getuid(), os.getuid() + 1
     out = assert_refused(root, "10-a").output
-    assert f"{d}: directory owned by uid {NOBODY}" in out
+    assert f"{d}: directory owned by uid {owner}, not the trusted uid {trusted}" in out
+    if AS_ROOT:  # only that directory is reported: the rule is per directory
+        assert out.count("directory owned by") == 1
 
 
 def test_directories_above_the_root_are_not_checked(root):

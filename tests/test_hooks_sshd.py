@@ -12,9 +12,11 @@ import subprocess
 import threading
 import time
 
+import psutil
 import pytest
 from hooks_sandbox import ctx_for, keygen, make_trusted, read_bytes, temp_leftovers, write_rc_conf
 
+from vmgenc_tools import log
 from vmgenc_tools.hooks import runner, sshd_keys
 from vmgenc_tools.hooks.base import HookResult
 
@@ -201,6 +203,69 @@ def test_keyscan_never_misses_a_key_during_rotation(sshd):
             assert b in allowed[k]
     assert keyscan(sshd.port) == pub_blobs(default_keys(root))  # served without a reload
     assert "Received SIGHUP" not in sshd.log()
+
+
+# -- parallel generation, fingerprints ---------------------------------------------------------
+
+
+def test_key_pairs_are_generated_in_parallel(ssh_root):
+    """Every ssh-keygen is started before the first pair is taken.
+
+    When the first pair is handed over, the other ssh-keygen processes are
+    still our children (running, or exited and not yet reaped): a one-by-one
+    generation would have none.
+    """
+    keys = [sshd_keys.KeyFile(p, t) for t, p in default_keys(ssh_root).items()]
+    handed: list[tuple[str, str, bool, bool]] = []
+    others_at_first: list[set[int]] = []
+
+    def ready(k: sshd_keys.KeyFile, tmp: str) -> None:
+        if not others_at_first:
+            others_at_first.append({c.pid for c in psutil.Process().children()
+                                    if c.name() == "ssh-keygen"})
+        handed.append((k.ktype, tmp, os.path.isfile(tmp), os.path.isfile(tmp + ".pub")))
+
+    errors = sshd_keys.generate("/usr/bin/ssh-keygen", keys, ctx_for(ssh_root), ready)
+    assert errors == []
+    assert sorted(t for t, *_ in handed) == sorted(TYPES)
+    assert len(others_at_first[0]) == len(TYPES) - 1
+    for _, tmp, private, public in handed:
+        assert private and public  # a whole pair, in the key's own directory
+        assert os.path.dirname(tmp) == os.path.join(ssh_root, "etc", "ssh")
+    assert temp_leftovers(os.path.join(ssh_root, "etc", "ssh")) == []  # none outlive generate
+
+
+def test_fingerprints_go_to_syslog_and_the_console(ssh_root):
+    console = os.path.join(ssh_root, "dev", "console")
+    os.makedirs(os.path.dirname(console))
+    os.mkfifo(console, 0o600)  # stands in for the console device: we read what is written
+    reader = os.open(console, os.O_RDONLY | os.O_NONBLOCK)
+    sink = log.capture()
+    try:
+        result = run_hook(ssh_root)
+        with os.fdopen(reader, "rb") as f:
+            shown_on_console = f.read().decode()
+    finally:
+        log.stop_capture(sink)
+    assert result.status == "ok", result.output
+    prints = {}
+    for t, p in default_keys(ssh_root).items():
+        prints[t] = subprocess.run(["ssh-keygen", "-l", "-f", p + ".pub"], capture_output=True,
+                                   text=True, check=True).stdout.strip()
+        assert ("notice", f"sshd_keys: new {t} host key /etc/ssh/ssh_host_{t}_key: "
+                          f"{prints[t]}") in sink
+    lines = shown_on_console.splitlines()
+    assert lines[0] == sshd_keys.CONSOLE_BEGIN and lines[-1] == sshd_keys.CONSOLE_END
+    assert sorted(lines[1:-1]) == sorted(f"{prints[t]} /etc/ssh/ssh_host_{t}_key" for t in TYPES)
+    assert "new fingerprints written to the console" in result.output
+
+
+def test_no_console_no_console_output(ssh_root):
+    os.makedirs(os.path.join(ssh_root, "dev"))
+    os.mkfifo(os.path.join(ssh_root, "dev", "console"), 0o600)  # nobody reading: never blocks
+    result = run_hook(ssh_root)
+    assert result.status == "ok", result.output
+    assert "console" not in result.output
 
 
 # -- crash safety ----------------------------------------------------------------------------
@@ -395,6 +460,27 @@ def test_dry_run_changes_nothing(ssh_root):
     lines = result.output.splitlines()
     assert "would replace /etc/ssh/ssh_host_rsa_key(.pub) with a new 1024-bit rsa key" in lines
     assert "would not reload sshd: sshd not running (no /var/run/sshd.pid)" in lines
+
+
+def test_timeout_stops_keygen_keeps_the_old_key_and_reports_the_rest(ssh_root):
+    """Past the hook timeout the slow ssh-keygen is stopped and the hook recorded ``timeout``.
+
+    A 16384-bit RSA key takes far longer than the 1 s allowed; the Ed25519
+    key, made meanwhile, is live and reported all the same.
+    """
+    write_rc_conf(ssh_root, ssh_keytypes="rsa ed25519", ssh_rsa_bits="16384", hook_timeout="1")
+    keys = default_keys(ssh_root)
+    rsa_before = (read_bytes(keys["rsa"]), read_bytes(keys["rsa"] + ".pub"))
+    ed_before = read_bytes(keys["ed25519"])
+    result = run_hook(ssh_root)
+    assert result.status == "timeout" and result.exit_code is None, result.output
+    assert "timeout: ssh-keygen did not finish within 1 s" in result.output
+    assert (read_bytes(keys["rsa"]), read_bytes(keys["rsa"] + ".pub")) == rsa_before
+    assert read_bytes(keys["ed25519"]) != ed_before
+    assert "new ed25519 host key /etc/ssh/ssh_host_ed25519_key: " in result.output
+    assert temp_leftovers(os.path.join(ssh_root, "etc", "ssh")) == []
+    assert [c for c in psutil.Process().children(recursive=True)
+            if c.name() == "ssh-keygen"] == []  # the slow one is gone, and reaped
 
 
 def test_keygen_failure_is_reported_and_keys_kept(ssh_root, mocker):

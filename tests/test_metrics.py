@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
@@ -105,3 +107,54 @@ def test_unwritable_metrics_do_not_fail_the_reconcile(kernel_root):
     finally:
         log.stop_capture(sink)
     assert any(level == "warning" and "metrics" in m for level, m in sink)
+
+
+def test_short_writes_are_completed_and_mode_ignores_umask(mroot, mocker):
+    path = os.path.join(mroot, PROM.lstrip("/"))
+    real_write = os.write
+    calls = []
+
+    def short(fd, data):
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:7]))  # a pipe-like partial write
+
+    text = metrics.render({"clone": 3}, 1700000000.0, 2, 1, False)
+    old = os.umask(0o077)
+    try:
+        mocker.patch("vmgenc_tools.metrics.os.write", side_effect=short)
+        metrics.write_file(path, text)
+    finally:
+        os.umask(old)
+    assert len(calls) > 1 and read(path) == text
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+
+
+VMGENCTL = os.path.join(os.path.dirname(sys.executable), "vmgenctl")
+
+
+@pytest.mark.parametrize("knob", [None, PROM])
+def test_console_script_check_writes_metrics_only_when_configured(kernel_root, knob):
+    """Through ``vmgenctl check`` and rc.conf, as an admin would turn it on."""
+    os.makedirs(os.path.join(kernel_root, "var/tmp/node_exporter"))
+    lines = ['vmgenc_hooks_first_seen=""']
+    if knob:
+        lines.append(f'vmgenc_metrics_file="{knob}"')
+    os.makedirs(os.path.join(kernel_root, "etc"), exist_ok=True)
+    with open(os.path.join(kernel_root, "etc/rc.conf"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    p = subprocess.run([VMGENCTL, "--root", kernel_root, "check"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    proms = [os.path.join(d, f) for d, _, fs in os.walk(kernel_root) for f in fs
+             if f.endswith(".prom")]
+    if knob is None:
+        assert proms == []
+        return
+    assert proms == [os.path.join(kernel_root, knob.lstrip("/"))]
+    m = parse(read(proms[0]))
+    for name in ('vmgenc_generation_changes_total{class="first-seen"}',
+                 "vmgenc_last_change_timestamp_seconds", "vmgenc_hooks_failed",
+                 "vmgenc_pending"):
+        assert name in m, name
+    assert m['vmgenc_generation_changes_total{class="first-seen"}'] == 1
+    assert m["vmgenc_last_change_timestamp_seconds"] > 0

@@ -124,6 +124,20 @@ def test_shellcheck_posix_sh_clean(path):
     assert proc.returncode == 0 and proc.stdout == "", proc.stdout
 
 
+def test_checkbashisms_clean(tmp_path):
+    exe = shutil.which("checkbashisms")
+    assert exe, "checkbashisms is missing: run 'make deps' (Debian package devscripts)"
+    bashy = tmp_path / "bashy"
+    bashy.write_text('#!/bin/sh\nif [[ "$1" == x ]]; then echo -n x; fi\n')
+    control = subprocess.run([exe, "-p", "-x", str(bashy)], capture_output=True, text=True)
+    assert control.returncode != 0 and "possible bashism" in control.stderr  # it does look
+    for path in (SCRIPT, STANDIN, FAKES / "sysctl"):
+        proc = subprocess.run([exe, "-f", "-p", "-x", str(path)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "bashism" not in proc.stdout + proc.stderr
+
+
 def test_rcorder_header_is_one_exact_block():
     lines = SCRIPT.read_text().splitlines()
     i = lines.index("# PROVIDE: vmgenc")
@@ -216,6 +230,18 @@ def test_start_second_unit_changed_runs_the_check(rc):
     set_guid(rc.root, NEW_GUID, unit=1)
     proc = rc.run("start")
     assert proc.returncode == 0
+    assert rc.calls() == [f"--root {rc.root} check --source boot"]
+
+
+def test_sourced_into_rcs_own_shell_boot_goes_on(rc):
+    """rc_fast_and_loose: rc(8) sources the script instead of running it in a subshell;
+    a changed GUID must not take rc's shell away (no exec)."""
+    rc.cache(dump(QEMU_GUID))
+    set_guid(rc.root, NEW_GUID)
+    proc = subprocess.run(["/bin/sh", "-c", 'set -- start; . "$0"; echo "rc goes on: $?"',
+                           str(rc.script)], capture_output=True, text=True, timeout=60,
+                          env={"PATH": rc.path, "VMGENC_ROOT": rc.root})
+    assert proc.stdout.splitlines()[-1] == "rc goes on: 0", proc.stdout + proc.stderr
     assert rc.calls() == [f"--root {rc.root} check --source boot"]
 
 
@@ -345,11 +371,28 @@ def test_extra_command_exit_status_is_vmgenctls(rc):
     assert proc.returncode == 1
 
 
-def test_status_delegates_even_when_disabled(rc):
+def test_status_delegates_to_vmgenctl(rc):
+    proc = rc.run("status", VMGENCTL_SHIM_EXIT="1")
+    assert proc.returncode == 1  # vmgenctl status: 1 = hooks pending or failed
+    assert rc.calls() == [f"--root {rc.root} status"]
+
+
+def test_disabled_status_is_refused_and_onestatus_works(rc):
+    """§5.1: only rcvar, describe (and stop of a running service) skip the rcvar check."""
     rc.rc_conf("")
     proc = rc.run("status")
+    assert (proc.returncode, proc.stdout) == (0, REFUSAL.format("status") + "\n")
+    assert rc.calls() == []
+    proc = rc.run("onestatus")
     assert proc.returncode == 0
     assert rc.calls() == [f"--root {rc.root} status"]
+
+
+def test_disabled_rcvar_and_describe_still_answer(rc):
+    rc.rc_conf('vmgenc_enable="NO"\n')
+    assert rc.run("rcvar").stdout.splitlines()[2] == 'vmgenc_enable="NO"'
+    assert "VM Generation ID" in rc.run("describe").stdout
+    assert rc.calls() == []
 
 
 def test_stop_is_a_no_op(rc):

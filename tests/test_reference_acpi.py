@@ -16,6 +16,7 @@ from vmgenc_tools.reference.acpi import (
     eisaid_encode,
     normalize_path,
 )
+from vmgenc_tools.reference.acpibus import acpi_pnpinfo
 
 
 def test_normalized_path_keeps_underscore_padding():
@@ -40,6 +41,7 @@ def test_hid_repair_uppercases_and_drops_one_asterisk():
     assert AcpiNsRepair_HID("VM_Gen_Counter") == "VM_GEN_COUNTER"
     assert AcpiNsRepair_HID("*pnp0c0a") == "PNP0C0A"
     assert AcpiNsRepair_HID("") == ""
+    assert AcpiNsRepair_HID("vm_gen_straße") == "VM_GEN_STRAßE"   # toupper: ASCII only
 
 
 def _ns() -> AcpiNamespace:
@@ -121,3 +123,16 @@ def test_namespace_round_trips_through_json():
     assert again.AcpiGetObjectInfo("\\_SB_.VGEN") == ns.AcpiGetObjectInfo("\\_SB_.VGEN")
     assert again.handlers == {"\\_SB_.VGEN": "vmgenc0"}
     assert again.devices() == ["\\_SB_.VGEN"]
+
+
+@pytest.mark.parametrize("uid, shown", [
+    (["int", 7], "7"), (["str", "12abc"], "12"), (["str", " 010"], "10"),
+    (["str", "0x10"], "0"), (["str", "VGEN"], "0"), (["str", "-1"], "18446744073709551615"),
+    (["str", "99999999999999999999999"], "18446744073709551615"), (None, "0"),
+])
+def test_pnpinfo_prints_uid_as_strtoul_base_10(uid, shown):
+    """acpi_pnpinfo: ``_UID=%lu`` of ``strtoul(UniqueId, NULL, 10)``; 0 without a _UID."""
+    ns = _ns()
+    if uid is not None:
+        ns.add_name("\\_SB.VGEN._UID", uid)
+    assert acpi_pnpinfo(ns, "\\_SB_.VGEN") == f"_HID=QEMUVGID _UID={shown} _CID=VM_GEN_COUNTER"

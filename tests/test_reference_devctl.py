@@ -49,6 +49,16 @@ def test_full_queue_reuses_the_oldest_record():
     assert q.state["dropped"] == 2
 
 
+def test_full_queue_loses_its_oldest_record_even_to_an_overflowing_one():
+    """devctl_alloc_dei reuses the oldest record's buffer before the sbuf overflows."""
+    q = queue(2)
+    q.devctl_notify("S", "S", "A", None)
+    q.devctl_notify("S", "S", "B", None)
+    q.devctl_notify("S", "S", "T", "x" * DEVCTL_BUFFER)
+    assert q.records == ["!system=S subsystem=S type=B\n"]
+    assert q.state["dropped"] == 2 and q.state["total"] == 2
+
+
 def test_queue_length_zero_drops_every_record():
     q = queue(0)
     q.devctl_notify("S", "S", "T", None)

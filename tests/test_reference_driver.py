@@ -10,7 +10,7 @@ import pytest
 
 from vmgenc_tools import simstate
 from vmgenc_tools.generation import Generation
-from vmgenc_tools.reference import driver
+from vmgenc_tools.reference import acpibus, driver
 from vmgenc_tools.reference.acpi import AcpiNamespace
 from vmgenc_tools.reference.acpibus import BUS_PROBE_DEFAULT, BUS_PROBE_LOW_PRIORITY, ENXIO
 from vmgenc_tools.reference.eventhandler import EVENTHANDLER_DEREGISTER, EVENTHANDLER_REGISTER
@@ -309,6 +309,17 @@ def test_vmgenc_status_changed_two_changes_one_task_window_one_event():
     k.run_tasks()
     assert k.devctl.records == [CHANGE_LINE]     # the second task is spurious
     assert k.sysctl.nodes["dev.vmgenc.0.guid"].value == C.raw
+
+
+def test_acpi_UserNotify_line_uint8_notify_and_silent_failures():
+    """acpi_UserNotify: NULL subsystem or a handle without a path sends nothing."""
+    k = make_kernel()
+    acpibus.acpi_UserNotify(k, "VMGenerationCounter", VGEN, 0)
+    acpibus.acpi_UserNotify(k, "X", VGEN, 0x1234)            # uint8_t notify: 0x34
+    acpibus.acpi_UserNotify(k, None, VGEN, 0)
+    acpibus.acpi_UserNotify(k, "X", "\\_SB_.NONE", 0)
+    assert k.devctl.records == [CHANGE_LINE,
+                                "!system=ACPI subsystem=X type=\\_SB_.VGEN notify=0x34\n"]
 
 
 # -- vmgenc_harvest_all and vmgenc_acpi_getname ---------------------------------------

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from vmgenc_tools import simstate
-from vmgenc_tools.reference.sysctl import Sysctl8, sysctlbyname
+from vmgenc_tools.reference.sysctl import Sysctl8, sysctlbyname, sysctlbyname_c
 from vmgenc_tools.reference.vm import SimulatedVM
 from vmgenc_tools.sysctl.errors import SysctlError
 
@@ -168,3 +168,50 @@ def test_sysctl8_sets_a_writable_oid_and_reports_handler_errors(root):
     res = sysctl8(root, "", "hw.bus.devctl_queue=5")
     assert res.stdout == b"hw.bus.devctl_queue: 1000\n"
     assert (res.stderr, res.status) == ("sysctl: hw.bus.devctl_queue=5: Invalid argument\n", 1)
+
+
+# -- sysctlbyname(3) with C-shaped oldp/oldlenp ---------------------------------------------
+
+GUARD = 0xA5
+
+
+def c_call(root, name, size, oldlen, new=None):
+    buf = None if size is None else bytearray([GUARD] * size)
+    lenp = None if oldlen is None else [oldlen]
+    rc = sysctlbyname_c(root, name, buf, lenp, new)
+    return rc, buf, None if lenp is None else lenp[0]
+
+
+def test_c_call_reads_the_guid_and_sets_oldlenp(root):
+    rc, buf, n = c_call(root, "dev.vmgenc.0.guid", 20, 20)
+    assert (rc, n) == (0, 16)
+    assert bytes(buf) == bytes.fromhex(QEMU_DUMP[2:]) + bytes([GUARD] * 4)
+
+
+def test_c_call_null_oldp_is_a_size_query(root):
+    assert c_call(root, "dev.vmgenc.0.guid", None, 999) == (0, None, 16)
+
+
+@pytest.mark.parametrize("oldlen", [0, 1, 8, 15])
+def test_c_call_enomem_copies_what_fits_and_leaves_oldlenp_unchanged(root, oldlen):
+    """FreeBSD 13+: sys___sysctlbyname returns ENOMEM before copying *oldlenp out."""
+    rc, buf, n = c_call(root, "dev.vmgenc.0.guid", 16, oldlen)
+    assert (rc, n) == (errno.ENOMEM, oldlen)
+    assert bytes(buf) == bytes.fromhex(QEMU_DUMP[2:])[:oldlen] + bytes([GUARD] * (16 - oldlen))
+
+
+@pytest.mark.parametrize("name, new, err", [
+    ("dev.vmgenc.9.guid", None, errno.ENOENT),
+    ("dev.vmgenc.0", None, errno.EISDIR),
+    ("dev.vmgenc.0.guid", bytes(16), errno.EPERM),
+])
+def test_c_call_other_errors_touch_neither_buffer_nor_oldlenp(root, name, new, err):
+    assert c_call(root, name, 16, 16, new) == (err, bytearray([GUARD] * 16), 16)
+
+
+def test_c_call_write_with_null_oldp_reports_the_old_size(root):
+    before = len(simstate.load(root).nodes["kern.hostuuid"].value)
+    rc, _, n = c_call(root, "kern.hostuuid", None, 0, b"8a5d2c1e-4b7f-4c3a-9e21-7d6b5a4f3e2d")
+    assert (rc, n) == (0, before)
+    assert simstate.load(root).nodes["kern.hostuuid"].value == \
+        b"8a5d2c1e-4b7f-4c3a-9e21-7d6b5a4f3e2d\0"

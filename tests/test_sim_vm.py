@@ -179,6 +179,31 @@ def test_missing_vm_is_a_one_line_error(tmp_path):
     assert "sim init" in str(e.value)
 
 
+def test_atomic_write_completes_short_writes_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))
+    path = tmp_path / "state"
+    simstate.atomic_write(str(path), b"0123456789abcdef", 0o600)
+    monkeypatch.undo()
+    assert path.read_bytes() == b"0123456789abcdef"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(tmp_path) == ["state"]
+
+
+def test_kernel_tab_keeps_unusual_text_and_refuses_tab_or_newline_fields():
+    st = simstate.KernelState()
+    st.set("debug.x", "string", simstate.encode_string("a\u2028b\x85c"), descr="d\u2028e\rf")
+    st.kenv["smbios.x"] = "multi\nline\tvalue"          # values are hex-encoded
+    assert simstate.parse(simstate.format_state(st)) == st
+    for spoil in (lambda s: s.kenv.update({"a\nb": "v"}),
+                  lambda s: s.ifaces.update({"em0": "x\ty"}),
+                  lambda s: s.set("debug.y", "node", descr="two\nlines")):
+        bad = simstate.KernelState()
+        spoil(bad)
+        with pytest.raises(ValueError, match="TAB or newline"):
+            simstate.format_state(bad)
+
+
 # -- shared state across processes -----------------------------------------------------------
 
 def _py(code: str, *args: str) -> subprocess.CompletedProcess:

@@ -7,6 +7,7 @@ import errno
 import gc
 import os
 import sys
+import tracemalloc
 
 import psutil
 import pytest
@@ -16,7 +17,9 @@ from conftest import write_kernel
 from vmgenc_tools import simstate
 from vmgenc_tools.generation import Generation
 from vmgenc_tools.platform import NoDevice, read_guids, read_snapshot
+from vmgenc_tools.reference.vm import SimulatedVM
 from vmgenc_tools.sysctl import (
+    Backend,
     read_bytes,
     read_int,
     read_string,
@@ -24,6 +27,7 @@ from vmgenc_tools.sysctl import (
     write_string,
     write_ulong,
 )
+from vmgenc_tools.sysctl import libc as libc_module
 from vmgenc_tools.sysctl.errors import (
     BufferTooSmall,
     InvalidValue,
@@ -96,6 +100,14 @@ def test_missing_driver_names_the_fix(backend, root):
         read_guids(backend)
 
 
+@pytest.mark.parametrize("count", [1, 3, 12])
+def test_units_are_listed_without_a_fixed_count(backend, root, count):
+    guids = [f"{u:08x}-1111-4222-8333-444455556666" for u in range(count)]
+    write_kernel(root, guids)
+    assert vmgenc_units(backend) == list(range(count))
+    assert read_guids(backend) == tuple(Generation.parse(g) for g in guids)
+
+
 @pytest.mark.parametrize("name", ["dev.vmgenc.0", "dev.vmgenc", "dev", "kern"])
 def test_a_node_is_not_a_value(backend, name):
     with pytest.raises(IsANode) as exc:
@@ -135,6 +147,47 @@ def test_short_buffer_is_enomem(backend, oldlen):
 @pytest.mark.parametrize("oldlen", [16, 17, 4096])
 def test_big_enough_buffer_returns_the_value_and_its_size(backend, oldlen):
     assert backend.sysctlbyname(GUID, oldlen) == (Generation.parse(G0).raw, 16)
+
+
+class GrowingValue:
+    """A backend whose ``kern.hostuuid`` grows after each call (as a value may between
+    the size query and the read): the read sees ENOMEM with ``*oldlenp`` unchanged."""
+
+    def __init__(self, inner: Backend, root: str, grow_every_call: bool) -> None:
+        self.inner, self.root, self.every = inner, root, grow_every_call
+        self.name = inner.name
+        self.calls: list[tuple[int | None, str]] = []
+
+    def sysctlbyname(self, name: str, oldlen: int | None,
+                     new: bytes | None = None) -> tuple[bytes | None, int]:
+        try:
+            out = self.inner.sysctlbyname(name, oldlen, new)
+            self.calls.append((oldlen, "ok"))
+            return out
+        except BufferTooSmall:
+            self.calls.append((oldlen, "ENOMEM"))
+            raise
+        finally:
+            if self.every or len(self.calls) == 1:
+                with simstate.transaction(self.root) as st:
+                    node = st.nodes["kern.hostuuid"]
+                    node.value = b"x" * (3 * len(node.value)) + b"\0"
+
+
+def test_read_grows_the_buffer_and_retries_after_enomem(backend, root):
+    grow = GrowingValue(backend, root, grow_every_call=False)
+    value = read_bytes(grow, "kern.hostuuid")
+    assert value == b"x" * (3 * 37) + b"\0"  # 112 bytes, found after the size query said 37
+    assert grow.calls == [(None, "ok"), (37, "ENOMEM"), (74, "ENOMEM"), (148, "ok")]
+
+
+def test_read_gives_up_on_a_value_that_never_fits(backend, root):
+    grow = GrowingValue(backend, root, grow_every_call=True)
+    with pytest.raises(BufferTooSmall) as exc:
+        read_bytes(grow, "kern.hostuuid")
+    assert exc.value.errno == errno.ENOMEM and "buffer too small" in str(exc.value)
+    assert grow.calls[0] == (None, "ok")
+    assert [r for _, r in grow.calls[1:]] == ["ENOMEM"] * 8
 
 
 def test_negative_oldlen_is_a_programming_error(backend):
@@ -243,26 +296,67 @@ def test_no_memory_growth_over_ten_thousand_reads(backend):
         assert read_bytes(backend, GUID) == raw
     gc.collect()
     grown = proc.memory_info().rss - before
-    # A leaked file buffer (~1 KiB a call, 2 calls a read) would be ~20 MiB.
+    # A leaked C buffer (the ~1 KiB kernel.tab copy, 2 calls a read) would be ~20 MiB.
     assert grown < 4 * 1024 * 1024, f"RSS grew by {grown} bytes over 10^4 reads"
+    # Smaller leaks hide in RSS pages: the Python heap must not grow either (a ctypes
+    # buffer or a tuple kept per read is >= 32 bytes, >= 64 KiB over 2000 reads).
+    tracemalloc.start()
+    try:
+        traced_before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2_000):
+            read_bytes(backend, GUID)
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - traced_before
+    finally:
+        tracemalloc.stop()
+    assert traced < 16 * 1024, f"Python heap grew by {traced} bytes over 2000 reads"
+
+
+def outcome(b: Backend, name: str, oldlen: int | None, new: bytes | None = None) -> object:
+    """What one call gives: its result, or the exception's class, errno and message."""
+    try:
+        return b.sysctlbyname(name, oldlen, new)
+    except SysctlError as e:
+        return type(e).__name__, e.errno, str(e)
+
+
+def kenv_outcome(b: Backend, name: str) -> object:
+    """What ``kenv_get`` gives: the value or None, or the exception's class, errno and message."""
+    try:
+        return b.kenv_get(name)
+    except SysctlError as e:
+        return type(e).__name__, e.errno, str(e)
 
 
 def test_both_backends_agree_on_every_case(make_backend):
     sim, libc = make_backend("sim"), make_backend("libc")
     names = [GUID, "dev.vmgenc.1.guid", "dev.vmgenc.0", "dev.vmgenc.0.guid.x", "dev.vmgenc.9",
              "kern.vm_guest", "kern.hostuuid", "kern.hostid", "kern.boottime", "kern", "nope",
-             "dev.vmgenc.0.%driver"]
-
-    def outcome(b, name, oldlen):
-        try:
-            return b.sysctlbyname(name, oldlen)
-        except SysctlError as e:
-            return type(e).__name__, e.errno, str(e)
+             "dev.vmgenc.0.%driver", "smbios.system.uuid", "x" * 128, "x" * 129]
 
     for name in names:
         for oldlen in (None, 0, 1, 3, 4, 7, 8, 15, 16, 17, 37, 38, 64):
             assert outcome(sim, name, oldlen) == outcome(libc, name, oldlen), (name, oldlen)
-        assert sim.kenv_get(name) == libc.kenv_get(name)
+        assert kenv_outcome(sim, name) == kenv_outcome(libc, name), name
+    assert kenv_outcome(libc, "x" * 129) == (
+        "SysctlError", errno.ENAMETOOLONG, f"kenv {'x' * 129}: {os.strerror(errno.ENAMETOOLONG)}")
+
+
+@pytest.mark.parametrize("name,new", [
+    (GUID, bytes(16)), ("kern.vm_guest", b"xen\0"), ("kern.hostuuid", b"abc"),
+    ("kern.hostuuid", b""), ("kern.hostuuid", b"a\0b"), ("kern.hostuuid", b"a" * 1024),
+    ("kern.hostid", bytes(4)), ("kern.hostid", b"\x01" * 8), ("kern.hostid", bytes(9)),
+    ("dev.vmgenc.0", b"x"), ("dev.vmgenc.0.guid.x", b"x"), ("nope", b"x"),
+])
+@pytest.mark.parametrize("oldlen", [None, 0, 4, 64])
+def test_both_backends_agree_on_every_write(make_backend, root, name, new, oldlen):
+    pristine, results = tab_bytes(root), []
+    for kind in ("sim", "libc"):
+        with open(simstate.tab_path(root), "wb") as f:
+            f.write(pristine)
+        results.append((outcome(make_backend(kind), name, oldlen, new),
+                        simstate.format_state(simstate.load(root))))
+    assert results[0] == results[1]
 
 
 def test_read_snapshot_is_the_same_over_both_backends(make_backend):
@@ -288,3 +382,76 @@ def test_a_missing_kernel_tab_is_an_io_error_for_the_c_library(make_backend, roo
     with pytest.raises(SysctlError) as exc:
         libc.kenv_get("smbios.system.uuid")
     assert str(exc.value).startswith("kenv smbios.system.uuid: ")
+
+
+def test_the_libc_prototypes_are_exact(make_backend):
+    """sysctlbyname(const char *, void *, size_t *, const void *, size_t) and
+    kenv(int, const char *, char *, int), both returning int (facts §4.2)."""
+    ct = libc_module.ctypes  # this test module does not import ctypes itself
+    libc = make_backend("libc")
+    assert libc._sysctlbyname.restype is ct.c_int
+    assert libc._sysctlbyname.argtypes == [
+        ct.c_char_p, ct.c_void_p, ct.POINTER(ct.c_size_t), ct.c_void_p, ct.c_size_t]
+    assert ct.sizeof(ct.c_size_t) == ct.sizeof(ct.c_void_p)  # size_t *, not int *
+    assert libc._kenv.restype is ct.c_int
+    assert libc._kenv.argtypes == [ct.c_int, ct.c_char_p, ct.c_char_p, ct.c_int]
+    for fn in (libc._sysctlbyname, libc._kenv):  # loaded with CDLL(..., use_errno=True)
+        assert fn._flags_ & ct._FUNCFLAG_USE_ERRNO
+
+
+def test_errno_is_read_per_call(make_backend):
+    """use_errno=True: every failure reports its own errno, never a stale one."""
+    libc = make_backend("libc")
+    for name, err in [("nope", errno.ENOENT), ("dev.vmgenc.0", errno.EISDIR),
+                      ("nope", errno.ENOENT)] * 3:
+        with pytest.raises(SysctlError) as exc:
+            libc.sysctlbyname(name, None)
+        assert exc.value.errno == err
+        with pytest.raises(FileNotFoundError):
+            os.stat("/nonexistent/vmgenc")  # the thread's C errno is now ENOENT
+    with pytest.raises(BufferTooSmall):
+        libc.sysctlbyname(GUID, 1)
+    assert libc.sysctlbyname(GUID, 16) == (Generation.parse(G0).raw, 16)
+
+
+@pytest.mark.parametrize("kind", ["sim", "libc"])
+def test_a_reference_model_vm_through_both_backends(tmp_path, monkeypatch, fakesysctl_lib,  # noqa: F811
+                                                    kind):
+    """The C library serves the reference model's own state: QEMU's example GUID gives the
+    facts' Dump bytes, a clone changes them, and a VM without the driver has no unit."""
+    vm = SimulatedVM(str(tmp_path / "vm"))
+    vm.init("qemu", guid=G0, smbios_uuid=SMBIOS, units=2, ssh_keys=False)
+    monkeypatch.setenv("VMGENC_ROOT", vm.root)
+    b = SimBackend(vm.root) if kind == "sim" else LibcBackend(fakesysctl_lib)
+    assert read_bytes(b, GUID).hex() == "af6e4e32d1d1f64bbf41b9bb6c91fb87"
+    assert vmgenc_units(b) == [0, 1]
+    assert read_guids(b) == tuple(vm.cached_guids())
+    assert b.kenv_get("smbios.system.uuid") == SMBIOS
+    assert read_string(b, "kern.hostuuid") == SMBIOS
+    vm.clone(guid=G1)
+    assert read_bytes(b, GUID) == Generation.parse(G1).raw
+    write_string(b, "kern.hostuuid", "11111111-2222-4333-8444-555555555555")
+    assert read_string(SimBackend(vm.root), "kern.hostuuid") == \
+        "11111111-2222-4333-8444-555555555555"
+    vm.set_tunable("debug.acpi.disabled", "vmgenc")
+    vm.boot()
+    assert vmgenc_units(b) == []
+    with pytest.raises(NoDevice, match="kldload vmgenc"):
+        read_guids(b)
+
+
+def test_both_backends_agree_on_every_oid_of_a_reference_model_vm(tmp_path, monkeypatch,
+                                                                  fakesysctl_lib):  # noqa: F811
+    vm = SimulatedVM(str(tmp_path / "vm"))
+    vm.init("qemu", guid=G0, units=2, ssh_keys=False)
+    monkeypatch.setenv("VMGENC_ROOT", vm.root)
+    sim, libc = SimBackend(vm.root), LibcBackend(fakesysctl_lib)
+    state = simstate.load(vm.root)
+    names = set(state.nodes)
+    names |= {n.rsplit(".", 1)[0] for n in state.nodes if "." in n}  # unlisted nodes
+    assert len(names) > 20
+    for name in sorted(names):
+        for oldlen in (None, 0, 1, 15, 16, 4096):
+            assert outcome(sim, name, oldlen) == outcome(libc, name, oldlen), (name, oldlen)
+    for name in state.kenv:
+        assert sim.kenv_get(name) == libc.kenv_get(name) == state.kenv[name]

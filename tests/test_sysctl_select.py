@@ -11,6 +11,7 @@ import pytest
 from cbuild import fakesysctl_lib  # noqa: F401  (session fixture)
 from conftest import write_kernel
 
+from vmgenc_tools.simstate import SimStateError
 from vmgenc_tools.sysctl import BackendError, get_backend
 from vmgenc_tools.sysctl.libc import LibcBackend
 from vmgenc_tools.sysctl.sim import SimBackend
@@ -76,9 +77,30 @@ def test_freebsd_selection_with_this_os_libc_names_the_missing_symbol(plain_root
 def test_another_os_without_a_simulation_is_a_clear_error(plain_root):
     with pytest.raises(BackendError) as exc:
         get_backend(plain_root)
-    msg = str(exc.value)
-    assert msg.startswith("not FreeBSD") and "vmgenctl --root DIR sim init" in msg
-    assert "\n" not in msg
+    assert str(exc.value) == \
+        "not FreeBSD: use `vmgenctl --root DIR sim init` to try the simulation"
+
+
+@pytest.mark.skipif(ON_FREEBSD, reason="checks another OS")
+def test_vmgenc_libc_alone_selects_libc_on_another_os(plain_root, fakesysctl_lib,  # noqa: F811
+                                                      monkeypatch):
+    monkeypatch.setenv("VMGENC_LIBC", fakesysctl_lib)
+    backend = get_backend(plain_root)
+    assert isinstance(backend, LibcBackend) and backend.libpath == fakesysctl_lib
+
+
+def test_a_simulated_root_beats_vmgenc_libc(sim_root, fakesysctl_lib, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("VMGENC_LIBC", fakesysctl_lib)
+    assert isinstance(get_backend(sim_root), SimBackend)
+
+
+def test_the_environment_forces_sim_on_a_plain_root(plain_root, monkeypatch):
+    """Forced ``sim`` on a root without a simulated VM: the simulation's own error."""
+    monkeypatch.setenv("VMGENC_SYSCTL_BACKEND", "sim")
+    backend = get_backend(plain_root)
+    assert isinstance(backend, SimBackend)
+    with pytest.raises(SimStateError, match="sim init"):
+        backend.sysctlbyname("dev.vmgenc.0.guid", None)
 
 
 def test_an_unknown_backend_name(plain_root, monkeypatch):

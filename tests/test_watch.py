@@ -165,6 +165,21 @@ def test_records_arrive_one_per_packet_and_vmgenc_is_recognised(root, devd):
     assert got[2].record.device_name == "uhub0"
 
 
+def test_every_client_gets_every_record_byte_for_byte(root, devd):
+    """devd copies each record to every client, matched by a rule or not."""
+    first, second = DevdWatcher(devd.path), DevdWatcher(devd.path)
+    first.connect()
+    second.connect()
+    devd.wait_clients(2)
+    for line in (USB_ATTACH, VMGENC_LINE):
+        assert devd.emit(line) == 0
+    for watcher in (first, second):
+        packets = watcher.packets()
+        assert [next(packets) for _ in range(2)] == [
+            (USB_ATTACH.encode() + b"\n", False), (VMGENC_LINE.encode() + b"\n", False)]
+        watcher.close()
+
+
 def test_no_socket_is_devd_not_running(root):
     watcher = DevdWatcher(socket_path(root))
     with pytest.raises(DevdNotRunning) as info:

@@ -287,8 +287,13 @@ def _byte_len(text: str) -> int:
 def _check_kernel_length(content: str, limit: int) -> None:
     size = _byte_len(content) + 1  # the kernel's record ends with one newline
     if size > limit:
-        # the character at which the kernel's buffer runs out
-        pos = len(to_bytes(content)[:limit - 1].decode("utf-8", "surrogateescape"))
+        # the first character that does not fit whole before the newline
+        pos, used = 0, 0
+        for ch in content:
+            used += _byte_len(ch)
+            if used > limit - 1:
+                break
+            pos += 1
         raise LineTooLong(f"devctl record of {size} bytes (newline included) is longer "
                           f"than the kernel's {limit}-byte buffer: the kernel drops it",
                           pos)

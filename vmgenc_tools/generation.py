@@ -13,9 +13,9 @@ import re
 GUID_BYTES = 16
 _TEXT_RE = re.compile(
     r"^\{?([0-9a-fA-F]{8})-([0-9a-fA-F]{4})-([0-9a-fA-F]{4})-"
-    r"([0-9a-fA-F]{4})-([0-9a-fA-F]{12})\}?$"
+    r"([0-9a-fA-F]{4})-([0-9a-fA-F]{12})\}?\Z"
 )
-_HEX_RE = re.compile(r"^(?:0x)?([0-9a-fA-F]{32})$")
+_HEX_RE = re.compile(r"^(?:0x)?([0-9a-fA-F]{32})\Z")
 
 
 class GenerationError(ValueError):
@@ -45,11 +45,19 @@ class Generation:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Generation is immutable")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Generation is immutable")
+
+    def __reduce__(self) -> tuple[type[Generation], tuple[bytes]]:
+        """Copy and pickle through the constructor (``__setattr__`` refuses)."""
+        return (Generation, (self._raw,))
+
     @classmethod
     def from_text(cls, text: str) -> Generation:
         """Parse the hypervisor's text form (``324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87``)."""
-        m = _TEXT_RE.match(text.strip()) if isinstance(text, str) else None
-        if not m:
+        t = text.strip() if isinstance(text, str) else ""
+        m = _TEXT_RE.match(t)
+        if not m or t.startswith("{") != t.endswith("}"):  # braces only as a pair
             raise GenerationError(
                 f"not a GUID: {text!r} (expected 8-4-4-4-12 hex digits, "
                 "e.g. 324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87)"
@@ -97,9 +105,24 @@ class Generation:
             return self._raw == other._raw
         return NotImplemented
 
-    def __lt__(self, other: Generation) -> bool:
+    def __lt__(self, other: object) -> bool:
         if isinstance(other, Generation):
             return self._raw < other._raw
+        return NotImplemented
+
+    def __le__(self, other: object) -> bool:
+        if isinstance(other, Generation):
+            return self._raw <= other._raw
+        return NotImplemented
+
+    def __gt__(self, other: object) -> bool:
+        if isinstance(other, Generation):
+            return self._raw > other._raw
+        return NotImplemented
+
+    def __ge__(self, other: object) -> bool:
+        if isinstance(other, Generation):
+            return self._raw >= other._raw
         return NotImplemented
 
     def __hash__(self) -> int:

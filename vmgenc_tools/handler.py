@@ -31,6 +31,7 @@ kept in the fallback journal (:class:`.history.Journal`) for the next run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sys
@@ -148,8 +149,14 @@ class RootLock:
 
     @classmethod
     def acquire(cls, path: str, *, blocking: bool = True) -> RootLock | None:
+        """Take the lock (None if ``blocking`` is off and another process holds it).
+
+        On a file system mounted read-only the lock file is opened for reading
+        (``flock`` does not need write access), or, if it was never created,
+        the directory itself is locked: every process there falls back alike.
+        """
         ensure_dir(os.path.dirname(path))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = cls._open(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -161,6 +168,18 @@ class RootLock:
         lock = cls(fd, path)
         lock.note_holder()
         return lock
+
+    @staticmethod
+    def _open(path: str) -> int:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            if e.errno != errno.EROFS:
+                raise
+        try:
+            return os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return os.open(os.path.dirname(path), os.O_RDONLY)
 
     @classmethod
     def adopt(cls, fd: int, path: str) -> RootLock:
@@ -230,6 +249,21 @@ class Reconciler:
 
     def snapshot(self) -> Snapshot:
         return read_snapshot(self.backend)
+
+    def open_history(self) -> History:
+        """The database for this run; read-only and degraded if it cannot be written at all.
+
+        (A file system mounted read-only: the hooks still run, the failure is
+        reported, and the first run that can write records the change.)
+        """
+        try:
+            return History.open(self.paths.db)
+        except HistoryWriteError as e:
+            hist = History.open_readonly(self.paths.db)
+            if hist is None:
+                raise
+            self._degrade(e)
+            return hist
 
     def latest(self, hist: History | None, *, real_only: bool = False) -> Change | None:
         if self.degraded:
@@ -398,6 +432,8 @@ class Reconciler:
             os.unlink(self.paths.last_guid)
         except FileNotFoundError:
             pass
+        except OSError as e:  # read-only: it names the old GUID, so it cannot say "settled"
+            log.warning(f"cannot remove {self.paths.last_guid}: {e.strerror}")
         else:
             _fsync_dir(self.paths.dbdir)
         self._cache_gone = True
@@ -614,7 +650,7 @@ def drive(r: Reconciler, lock: RootLock, *, source: str, forced: str | None = No
     first = {"forced": forced, "devd": devd, "retry": retry}
     try:
         while True:
-            with History.open(r.paths.db) as hist:
+            with r.open_history() as hist:
                 left = r.run(hist, source=source, record_only=handoff is not None, **first)
                 if not (left and handoff is not None):
                     r.finish(hist)
@@ -743,6 +779,9 @@ def summary(ch: Change) -> str:
 def _setup(root: str, config: Config | None) -> Config:
     config = config or load_config(root)
     log.set_level(config.log_level)
+    for name in config.unknown:
+        log.warning(f"rc.conf sets ${name}, which is not a vmgenc knob: ignored "
+                    "(misspelt? see 'vmgenctl hooks validate')")
     return config
 
 

@@ -289,7 +289,39 @@ def _run_from_row(row: tuple) -> HookRun:
 
 
 def _tail(text: str) -> str:
-    return text if len(text) <= OUTPUT_TAIL else text[-OUTPUT_TAIL:]
+    """The last lines of ``text`` that fit in :data:`OUTPUT_TAIL` characters.
+
+    The cut falls on a line boundary when the kept part has one, so the stored
+    output never starts with half a line.
+    """
+    if len(text) <= OUTPUT_TAIL:
+        return text
+    kept = text[-OUTPUT_TAIL:]
+    if text[-OUTPUT_TAIL - 1] == "\n":
+        return kept
+    nl = kept.find("\n")
+    return kept[nl + 1:] if 0 <= nl < len(kept) - 1 else kept
+
+
+_WRITE_FAILURES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+_WRITE_FAILURE_TEXT = ("disk is full", "disk i/o error", "readonly database",
+                       "unable to open database file")
+
+
+def cannot_write(e: sqlite3.Error) -> bool:
+    """The file system refused (full, I/O error, read-only), as opposed to a damaged file."""
+    name = getattr(e, "sqlite_errorname", None)
+    if name:
+        return str(name).startswith(_WRITE_FAILURES)
+    return any(t in str(e).lower() for t in _WRITE_FAILURE_TEXT)
+
+
+def read_only_fs(path: str) -> bool:
+    """True if ``path`` (a directory) is on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def ensure_dir(path: str) -> None:
@@ -318,8 +350,16 @@ class History:
 
     @classmethod
     def open(cls, path: str) -> History:
-        """Open (creating directory and file with their modes) and migrate."""
-        ensure_dir(os.path.dirname(path))
+        """Open (creating directory and file with their modes) and migrate.
+
+        On a file system mounted read-only an existing database raises
+        :class:`HistoryWriteError` (the caller may go on degraded, reading it
+        with :meth:`open_readonly`); a missing one is a :class:`HistoryError`.
+        """
+        directory = os.path.dirname(path)
+        ensure_dir(directory)
+        if read_only_fs(directory) and os.path.exists(path):
+            raise HistoryWriteError(f"cannot record anything in {path}: read-only file system")
         try:
             if not os.path.exists(path):
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_MODE)
@@ -347,6 +387,8 @@ class History:
             raise
         except sqlite3.Error as e:
             conn.close()
+            if cannot_write(e):
+                raise HistoryWriteError(f"cannot record anything in {path}: {e}") from None
             raise HistoryError(
                 f"history database {path} is unusable ({e}): move it aside "
                 "(a new one is started on the next check) or restore it from backup"
@@ -355,16 +397,35 @@ class History:
 
     @classmethod
     def open_readonly(cls, path: str) -> History | None:
-        """Open for reading only; None when there is no history yet."""
+        """Open for reading only; None when there is no history yet.
+
+        A WAL database needs its ``-shm`` file even to be read.  When that file
+        cannot be created (a file system mounted read-only, or full), the
+        database is read as ``immutable`` — but only when no write-ahead log
+        with content is left beside it (rows in it would be missed).
+        """
         if not os.path.exists(path):
             return None
-        try:
-            from urllib.parse import quote
+        from urllib.parse import quote
 
-            conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=30,
+        def connect(query: str) -> tuple[sqlite3.Connection, int]:
+            conn = sqlite3.connect(f"file:{quote(path)}?{query}", uri=True, timeout=30,
                                    isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            try:
+                conn.execute("PRAGMA busy_timeout = 30000")
+                return conn, conn.execute("PRAGMA user_version").fetchone()[0]
+            except BaseException:
+                conn.close()
+                raise
+
+        try:
+            try:
+                conn, version = connect("mode=ro")
+            except sqlite3.OperationalError as e:
+                wal = path + "-wal"
+                if not cannot_write(e) or (os.path.exists(wal) and os.path.getsize(wal) > 0):
+                    raise
+                conn, version = connect("mode=ro&immutable=1")
         except sqlite3.Error as e:
             raise HistoryError(f"history database {path} is unusable ({e}): move it "
                                "aside or restore it from backup") from None
@@ -440,9 +501,15 @@ class History:
     # -- writes ------------------------------------------------------------------------
 
     def add_change(self, ch: Change) -> int:
-        """Insert ``ch`` (its hooks too, for imports) and count its class; returns the id."""
+        """Insert ``ch`` and count its class; returns the id.
+
+        ``ch.id`` is set only once the transaction has committed: a commit that
+        fails (disk full) leaves it None, so the caller knows it is not recorded.
+        """
         with self._write("the change") as c:
-            return self._insert_change(c, ch)
+            cid = self._insert_change(c, ch)
+        ch.id = cid
+        return cid
 
     def _insert_change(self, c: sqlite3.Connection, ch: Change) -> int:
         cur = c.execute(
@@ -460,7 +527,6 @@ class History:
                   "ON CONFLICT(class) DO UPDATE SET n = n + 1", (ch.cls,))
         for run in ch.hooks:
             self._insert_run(c, cid, run)
-        ch.id = cid
         return cid
 
     @staticmethod
@@ -639,10 +705,20 @@ class Journal:
 
         entry = {"token": os.urandom(16).hex(), **entry}
         data = (json.dumps(entry, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, DB_MODE)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, DB_MODE)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            start = os.lseek(fd, 0, os.SEEK_END)
+            if start and os.pread(fd, 1, start - 1) != b"\n":
+                data = b"\n" + data  # a line torn by a crash stays apart from this one
+            try:
+                done = 0
+                while done < len(data):
+                    done += os.write(fd, data[done:])
+                os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)  # no half entry (disk full) to glue onto later
+                raise
         finally:
             os.close(fd)
 

@@ -60,7 +60,10 @@ def write_file(path: str, text: str) -> None:
     tmp = os.path.join(d, f".{base}.tmp.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, text.encode())
+        data = memoryview(text.encode())
+        while data:  # os.write may write less than asked
+            data = data[os.write(fd, data):]
+        os.fchmod(fd, 0o644)  # whatever the umask
         os.fsync(fd)
     except BaseException:
         os.close(fd)

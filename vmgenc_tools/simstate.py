@@ -146,7 +146,7 @@ def is_simulated(root: str) -> bool:
 
 def parse(text: str) -> KernelState:
     state = KernelState()
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):  # only "\n" ends a line
         if not line or line.startswith("#"):
             continue
         f = line.split("\t")
@@ -166,16 +166,22 @@ def parse(text: str) -> KernelState:
     return state
 
 
+def _fields(*fields: str) -> str:
+    """One kernel.tab line; a field holding TAB or newline would corrupt the file."""
+    for f in fields:
+        if "\t" in f or "\n" in f:
+            raise ValueError(f"kernel.tab field {f!r} may not hold TAB or newline")
+    return "\t".join(fields)
+
+
 def format_state(state: KernelState) -> str:
     out = [HEADER]
     for n in state.nodes.values():
-        if "\t" in n.descr or "\n" in n.descr or "\t" in n.fmt:
-            raise ValueError(f"sysctl {n.name}: descr/fmt may not hold TAB or newline")
-        out.append("\t".join(("S", n.name, n.kind, n.fmt, n.access, n.value.hex(), n.descr)))
+        out.append(_fields("S", n.name, n.kind, n.fmt, n.access, n.value.hex(), n.descr))
     for k, v in state.kenv.items():
-        out.append("\t".join(("K", k, v.encode().hex())))
+        out.append(_fields("K", k, v.encode().hex()))
     for k, v in state.ifaces.items():
-        out.append("\t".join(("I", k, v)))
+        out.append(_fields("I", k, v))
     return "\n".join(out) + "\n"
 
 
@@ -195,7 +201,9 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]  # write(2) may write less than asked
         os.fsync(fd)
     finally:
         os.close(fd)

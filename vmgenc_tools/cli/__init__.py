@@ -10,18 +10,28 @@ import os
 
 import click
 
-from .. import __version__
-from .common import Ctx, run_app
+from .. import __version__, exitcodes
+from .common import App, Ctx, Fail, run_app
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=App, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", "root", envvar="VMGENC_ROOT", default="/", show_default=True,
               type=click.Path(file_okay=False), help="Prefix for every path (a sandbox).")
 @click.version_option(__version__, prog_name="vmgenctl")
 @click.pass_context
 def app(ctx: click.Context, root: str) -> None:
-    """React to VM Generation ID changes seen by FreeBSD's vmgenc(4)."""
+    """React to VM Generation ID changes seen by FreeBSD's vmgenc(4).
+
+    Shell completion: eval "$(_VMGENCTL_COMPLETE=bash_source vmgenctl)" (or zsh_source,
+    fish_source); see vmgenctl(8).
+    """
     root = os.path.abspath(root)
+    if ctx.invoked_subcommand != "sim" and not os.path.isdir(root):
+        # "sim init" creates its root, the other sim commands say "run sim init";
+        # anything else would quietly report on nothing (an empty history, no hooks).
+        raise Fail(f"--root {root}: no such directory (check the path; "
+                   f"'vmgenctl --root {root} sim init' creates a simulated VM there)",
+                   exitcodes.USAGE)
     os.environ["VMGENC_ROOT"] = root
     ctx.obj = Ctx(root=root)
 

@@ -12,7 +12,7 @@ import click
 
 from .. import exitcodes
 from ..config import CLASSES, Config, load
-from .common import Ctx
+from .common import Ctx, finish
 
 
 def _describe(config: Config) -> dict[str, object]:
@@ -51,7 +51,7 @@ def hooks() -> None:
 @hooks.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
 @click.pass_obj
-def list_cmd(obj: Ctx, as_json: bool) -> int:
+def list_cmd(obj: Ctx, as_json: bool) -> None:
     """Hooks per class, in run order, enabled or refused (exit 1 if any problem)."""
     config = load(obj.root)
     info = _describe(config)
@@ -80,12 +80,12 @@ def list_cmd(obj: Ctx, as_json: bool) -> int:
         assert isinstance(problems, list)
         if problems:
             click.echo(f"{len(problems)} problem(s): see 'vmgenctl hooks validate'")
-    return exitcodes.PENDING_OR_FAILED if info["problems"] else exitcodes.OK
+    finish(exitcodes.PENDING_OR_FAILED if info["problems"] else exitcodes.OK)
 
 
 @hooks.command("validate")
 @click.pass_obj
-def validate_cmd(obj: Ctx) -> int:
+def validate_cmd(obj: Ctx) -> None:
     """Report every reason a hook would be refused, one per line (exit 1 if any)."""
     from ..hooks.runner import site_names, validate
 
@@ -94,9 +94,9 @@ def validate_cmd(obj: Ctx) -> int:
     for p in problems:
         click.echo(str(p))
     if problems:
-        return exitcodes.PENDING_OR_FAILED
+        finish(exitcodes.PENDING_OR_FAILED)
     click.echo(f"ok: {len(site_names(config))} site hook(s) checked, no problems")
-    return exitcodes.OK
+    finish(exitcodes.OK)
 
 
 COMMANDS = [hooks]

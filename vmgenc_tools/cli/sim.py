@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import exitcodes
-from .common import Ctx, Fail
+from .common import Ctx, Fail, finish
 
 if TYPE_CHECKING:
     from ..reference.vm import ChangeResult, SimulatedVM
@@ -64,8 +64,17 @@ def _boot_check(root: str) -> int:
 
 
 @click.group("sim")
-def sim() -> None:
+@click.pass_context
+def sim(ctx: click.Context) -> None:
     """A simulated FreeBSD VM with vmgenc(4), under --root."""
+    obj: Ctx = ctx.obj
+    from ..simstate import is_simulated
+
+    if ctx.invoked_subcommand not in ("init", "devd") and not (
+            _vm(obj).exists() or is_simulated(obj.root)):
+        # Say so before the model's lock file would create the root.
+        raise Fail(f"no simulated VM under {obj.root}: run "
+                   f"'vmgenctl --root {obj.root} sim init' first", exitcodes.STATE)
 
 
 @sim.command("init")
@@ -99,16 +108,16 @@ def _power_cycle(ctx: Ctx, op: str) -> int:
 
 @sim.command("boot")
 @click.pass_obj
-def boot_cmd(ctx: Ctx) -> int:
+def boot_cmd(ctx: Ctx) -> None:
     """Power cycle with the hypervisor's start semantics, then the boot check."""
-    return _power_cycle(ctx, "boot")
+    finish(_power_cycle(ctx, "boot"))
 
 
 @sim.command("reboot", hidden=True)
 @click.pass_obj
-def reboot_cmd(ctx: Ctx) -> int:
+def reboot_cmd(ctx: Ctx) -> None:
     """A guest reboot with the hypervisor's reboot semantics, then the boot check."""
-    return _power_cycle(ctx, "reboot")
+    finish(_power_cycle(ctx, "reboot"))
 
 
 def _runtime(ctx: Ctx, op: str, guid: str | None) -> None:
@@ -185,7 +194,7 @@ def notify_cmd(ctx: Ctx, value: int) -> None:
 @click.option("-q", "qflag", is_flag=True, hidden=True, help="No unknown-oid warnings.")
 @click.argument("names", nargs=-1, required=True)
 @click.pass_obj
-def sysctl_cmd(ctx: Ctx, names: tuple[str, ...], **flags: bool) -> int:
+def sysctl_cmd(ctx: Ctx, names: tuple[str, ...], **flags: bool) -> None:
     """Print OIDs the way sysctl(8) does (exit 1 for an unknown oid)."""
     from ..reference.sysctl import Sysctl8
     from ..simstate import SimStateError
@@ -199,7 +208,7 @@ def sysctl_cmd(ctx: Ctx, names: tuple[str, ...], **flags: bool) -> int:
     sys.stdout.buffer.write(res.stdout)
     sys.stdout.buffer.flush()
     sys.stderr.write(res.stderr)
-    return res.status
+    finish(res.status)
 
 
 @sim.command("dmesg", hidden=True)

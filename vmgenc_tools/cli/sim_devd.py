@@ -13,7 +13,7 @@ import sys
 import click
 
 from .. import exitcodes
-from .common import Ctx, Fail
+from .common import Ctx, Fail, finish
 
 
 def _records(lines: tuple[str, ...]) -> list[str | bytes]:
@@ -58,7 +58,7 @@ def _show(answer) -> None:  # noqa: ANN001 - a reference.devd.Dispatch
 @click.argument("lines", nargs=-1, metavar="[LINE… | -]")
 @click.pass_obj
 def devd_command(ctx: Ctx | None, files: tuple[str, ...], run: bool, as_json: bool,
-                 timestamp: str | None, lines: tuple[str, ...]) -> int:
+                 timestamp: str | None, lines: tuple[str, ...]) -> None:
     """Offline devd: for each devctl record LINE ("-": one per stdin line), the
     block that would run (file, line, priority) and the command devd hands to sh.
 
@@ -74,7 +74,7 @@ def devd_command(ctx: Ctx | None, files: tuple[str, ...], run: bool, as_json: bo
     except DevdConfigError as e:
         for line in e.lines:
             click.echo(line, err=True)
-        click.get_current_context().exit(1)
+        finish(1)
     for warning in devd.warnings:
         click.echo(f"warning: {warning}", err=True)
     records = _records(lines)
@@ -82,7 +82,7 @@ def devd_command(ctx: Ctx | None, files: tuple[str, ...], run: bool, as_json: bo
         total = sum(len(b) for b in devd.blocks.values())
         click.echo(f"parsed {len(devd.files)} file(s), {total} block(s): "
                    + ", ".join(devd.files))
-        return 0
+        finish(exitcodes.OK)
     out = 2 if as_json and run else None  # keep stdout for the JSON document
     answers = []
     for record in records:
@@ -97,7 +97,7 @@ def devd_command(ctx: Ctx | None, files: tuple[str, ...], run: bool, as_json: bo
             _show(answer)
     if as_json:
         click.echo(json.dumps([a.to_json() for a in answers], indent=2))
-    return 0
+    finish(exitcodes.OK)
 
 
 SIM_COMMANDS = [devd_command]

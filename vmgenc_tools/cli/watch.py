@@ -16,7 +16,7 @@ import click
 
 from .. import exitcodes
 from ..watch import DevctlEvent, DevdNotRunning, DevdWatcher, socket_path
-from .common import Ctx, Fail
+from .common import Ctx, Fail, finish
 
 VMGENC_MARK = "*"
 
@@ -49,7 +49,7 @@ def _quiet_broken_pipe() -> None:
 @click.option("--count", type=click.IntRange(min=1), metavar="N",
               help="Stop after N records.")
 @click.pass_obj
-def watch_command(ctx: Ctx | None, as_json: bool, count: int | None) -> int:
+def watch_command(ctx: Ctx | None, as_json: bool, count: int | None) -> None:
     """Show devctl records live, as devd sees them; vmgenc changes are marked."""
     root = ctx.root if ctx else "/"
     path = socket_path(root)
@@ -83,7 +83,7 @@ def watch_command(ctx: Ctx | None, as_json: bool, count: int | None) -> int:
         _quiet_broken_pipe()
     finally:
         watcher.close()
-    return exitcodes.OK
+    finish(exitcodes.OK)
 
 
 COMMANDS = [watch_command]

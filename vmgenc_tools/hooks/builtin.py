@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import time
 
@@ -12,6 +14,10 @@ from .base import HookContext, HookResult
 
 class HookFailed(Exception):
     """An expected failure of a built-in hook; the message is the one line users see."""
+
+
+class HookTimeout(HookFailed):
+    """A built-in hook ran past ``vmgenc_hook_timeout``; recorded ``timeout``, like a site hook."""
 
 
 class Report:
@@ -60,6 +66,10 @@ class BuiltinHook:
         report = Report(self.name, ctx.dry_run)
         try:
             self.apply(ctx, report)
+        except HookTimeout as e:
+            report.lines.append(f"timeout: {e}")
+            log.error(f"{self.name}: {e}")
+            return HookResult(self.name, "timeout", None, time.monotonic() - t0, report.text())
         except HookFailed as e:
             report.lines.append(f"error: {e}")
             log.error(f"{self.name}: {e}")
@@ -76,6 +86,43 @@ def shown(ctx: HookContext, path: str) -> str:
     """``path`` as the system sees it: without the ``--root`` prefix."""
     root = ctx.root.rstrip("/")
     return path[len(root):] if root and path.startswith(root + "/") else path
+
+
+CONSOLE = "/dev/console"
+
+
+def to_console(ctx: HookContext, lines: list[str]) -> bool:
+    """Write ``lines`` to the system console (``${root}/dev/console``); True if written.
+
+    Best effort and never blocking: no console, a console that cannot take the
+    text now, or a console that is already this process's stderr (at boot rc's
+    output goes there, and the log echoes to it) writes nothing.
+    """
+    flags = os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(ctx.config.path(CONSOLE), flags)
+    except OSError:  # missing (a sandbox, a jail) or a FIFO nobody reads
+        return False
+    try:
+        st = os.fstat(fd)
+        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+            return False
+        if stat.S_ISCHR(st.st_mode) and _is_stderr(st):
+            return False
+        data = "".join(f"{line}\n" for line in lines).encode("utf-8", "replace")
+        return os.write(fd, data) == len(data)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _is_stderr(console: os.stat_result) -> bool:
+    try:
+        err = os.fstat(2)
+    except OSError:
+        return False
+    return stat.S_ISCHR(err.st_mode) and err.st_rdev == console.st_rdev
 
 
 def _describe(e: BaseException) -> str:

@@ -50,7 +50,8 @@ def random_bytes(n: int = SEED_BYTES) -> bytes:
 def seed_files(ctx: HookContext, report: Report) -> list[tuple[str, str, str | None]]:
     """``(path as configured, real path, fallback real path)`` for each seed file to refresh."""
     cfg = ctx.config
-    v = rcvars.read(ctx.root, "random", DEFAULTS)
+    # rc.d/random reads them as ${entropy_file:=/entropy}: set but empty means the default
+    v = {k: val or DEFAULTS[k] for k, val in rcvars.read(ctx.root, "random", DEFAULTS).items()}
     out: list[tuple[str, str, str | None]] = []
     if rcvars.disabled(v["entropy_file"]):
         report.say("entropy_file=NO: no entropy file to refresh")

@@ -7,8 +7,8 @@ timeout the whole process tree is frozen (SIGSTOP), enumerated with psutil,
 sent SIGTERM, resumed, and whatever is still alive after
 :data:`KILL_GRACE_S` gets SIGKILL.
 
-In dry-run the hook still runs, with ``VMGENC_DRY_RUN=1``: a site hook is
-expected to report what it would do and change nothing.
+In dry-run a site hook is not run at all (nothing guarantees that a script
+honours a dry-run flag): its result is ``skipped``, with the path it would run.
 """
 
 from __future__ import annotations

@@ -18,13 +18,17 @@ Here, for each configured type (``vmgenc_ssh_keytypes``):
    key from then on), each private key, then its public key, is renamed over
    the old one (an atomic replace: the name always points at a whole key, old
    or new), modes 0600 / 0644, and the directory is fsync'ed; a type whose
-   ``ssh-keygen`` fails keeps its old key and the hook fails;
+   ``ssh-keygen`` fails keeps its old key and the hook fails; past
+   ``vmgenc_hook_timeout`` the ``ssh-keygen`` still running are terminated
+   (then killed), their keys stay as they were and the hook is recorded
+   ``timeout``; the pairs already live are still reported and sshd reloaded;
 5. keys of types not configured are left alone (with a warning: the clone
    still shares them) unless ``vmgenc_ssh_remove_other=YES``;
 6. sshd is sent SIGHUP, only if the pid in ``${root}${vmgenc_sshd_pidfile}``
    is a running sshd;
-7. the new fingerprints (``ssh-keygen -l``) go to syslog at notice and to the
-   hook's output (the console and the history).
+7. the new fingerprints (``ssh-keygen -l``) go to syslog at notice, to the
+   hook's output (the history; stderr when run from a terminal or at boot) and
+   to ``${root}/dev/console`` (the detached devd worker has no terminal).
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ from collections.abc import Callable, Iterable
 from ..plain import Plain
 from . import atomic
 from .base import HookContext
-from .builtin import BuiltinHook, HookFailed, Report, shown
-from .site import SAFE_PATH
+from .builtin import BuiltinHook, HookFailed, HookTimeout, Report, shown, to_console
+from .site import KILL_GRACE_S, SAFE_PATH
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -56,6 +60,9 @@ _PUB_TYPES = {
 }
 _FP_TYPES = {"RSA": "rsa", "DSA": "dsa", "ECDSA": "ecdsa", "ED25519": "ed25519"}
 MAX_INCLUDE_DEPTH = 16
+# the console block, in cloud-init's keys_to_console form so that console scrapers find it
+CONSOLE_BEGIN = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
+CONSOLE_END = "-----END SSH HOST KEY FINGERPRINTS-----"
 
 
 class KeyFile(Plain):
@@ -217,8 +224,9 @@ def generate(keygen: str, keys: list[KeyFile], ctx: HookContext,
     exited 0, while the others still run: an Ed25519 key (milliseconds) goes
     live without waiting for RSA (up to seconds).  Returns one message per
     failed ``ssh-keygen`` (that key stays as it was).  An exception from
-    ``ready``, or the hook timeout, stops the others; temp files never outlive
-    this call.
+    ``ready``, or the hook timeout (:class:`HookTimeout`), stops the others
+    (terminated, then killed after :data:`KILL_GRACE_S`); temp files never
+    outlive this call.
     """
     import selectors
 
@@ -239,7 +247,8 @@ def generate(keygen: str, keys: list[KeyFile], ctx: HookContext,
             left = deadline - time.monotonic()
             events = sel.select(max(0.0, left)) if left > 0 else []
             if not events:
-                raise HookFailed(f"ssh-keygen did not finish within {ctx.config.hook_timeout} s")
+                raise HookTimeout(f"ssh-keygen did not finish within {ctx.config.hook_timeout} s:"
+                                  " stopped, the keys it was making were left as they were")
             for key, _ in events:
                 k, p, out = key.data
                 chunk = os.read(key.fd, 65536)
@@ -257,14 +266,26 @@ def generate(keygen: str, keys: list[KeyFile], ctx: HookContext,
                               + (f": {msg[-1]}" if msg else ""))
     finally:
         sel.close()
+        stop(procs)
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
             if p.stdout and not p.stdout.closed:
                 p.stdout.close()
         remove_pairs(temps.values())
     return errors
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Terminate the ``ssh-keygen`` processes still running, then kill what outlives the grace."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        p.terminate()
+    deadline = time.monotonic() + KILL_GRACE_S
+    for p in running:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def remove_pairs(paths: Iterable[str]) -> None:
@@ -350,15 +371,25 @@ class SshdKeysHook(BuiltinHook):
             os.replace(tmp + ".pub", k.path + ".pub")
             done.append(k)
 
-        errors = generate(keygen, replace, ctx, go_live) if replace else []
+        aborted: Exception | None = None
+        try:
+            errors = generate(keygen, replace, ctx, go_live) if replace else []
+        except (HookFailed, OSError) as e:  # the pairs already live are reported below
+            errors, aborted = [], e
+        if aborted is not None:
+            remove = []  # the configured types did not all make it: keep the others
         for k in remove:
             remove_pairs([k.path])
             report.say(f"removed {shown(ctx, k.path)} ({k.ktype}, not in vmgenc_ssh_keytypes)")
         for d in sorted({os.path.dirname(k.path) for k in done + remove}):
             atomic.fsync_dir(d)
+        prints: list[str] = []
         for k in done:
-            report.notice(f"new {k.ktype} host key {shown(ctx, k.path)}: "
-                          f"{fingerprint(keygen, k.path + '.pub')}")
+            fp = fingerprint(keygen, k.path + ".pub")
+            report.notice(f"new {k.ktype} host key {shown(ctx, k.path)}: {fp}")
+            prints.append(f"{fp} {shown(ctx, k.path)}")
+        if prints and to_console(ctx, [CONSOLE_BEGIN, *prints, CONSOLE_END]):
+            report.say("new fingerprints written to the console")
         if not replace:
             report.say("no host keys to replace")
         pid, why = sshd_pid(ctx)
@@ -367,6 +398,8 @@ class SshdKeysHook(BuiltinHook):
         elif done or remove:
             os.kill(pid, signal.SIGHUP)
             report.say(f"reloaded sshd (SIGHUP to pid {pid})")
+        if aborted is not None:
+            raise aborted
         if errors:
             raise HookFailed("; ".join(errors))
 

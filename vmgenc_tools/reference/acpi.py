@@ -47,6 +47,7 @@ ACPI_STA_FUNCTIONAL = 0x08
 ACPI_STA_DEFAULT = 0xFFFFFFFF  # no _STA: ACPICA reports every bit set
 
 _SEG_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,3}$")
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class AcpiError(Exception):
@@ -128,12 +129,13 @@ def AcpiExEisaIdToString(value: int) -> str:  # noqa: N802 - ACPICA's name
 
 
 def AcpiNsRepair_HID(value: str) -> str:  # noqa: N802 - ACPICA's name
-    """``_HID``/``_CID`` string repair: drop one leading ``*``, uppercase (nsrepair2.c)."""
+    """``_HID``/``_CID`` string repair: drop one leading ``*``, uppercase with the C
+    library's ``toupper`` (ASCII letters only) (nsrepair2.c)."""
     if not value:
         return value  # ACPICA warns about a zero-length ID and leaves it alone
     if value.startswith("*"):
         value = value[1:]
-    return value.upper()
+    return value.translate(_ASCII_UPPER)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Each function keeps the C name and mirrors its rules:
   every ``_CID``; a ``_HID`` match probes at ``BUS_PROBE_DEFAULT``, a ``_CID`` match
   at ``BUS_PROBE_LOW_PRIORITY``; only devices (and processors) are probed;
 - ``acpi_DeviceIsPresent``: no ``_STA`` (or a failing one) means present;
+- ``acpi_pnpinfo``: ``_UID`` printed as ``strtoul(_UID, NULL, 10)``;
 - ``acpi_UserNotify``: ``devctl_notify("ACPI", subsystem, <full path>, "notify=0x%02x")``;
 - the bus's location and PnP strings used by the ``+``/``-``/``?`` devctl records and
   the ``%location``/``%pnpinfo`` sysctls.
@@ -16,6 +17,7 @@ Each function keeps the C name and mirrors its rules:
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from .acpi import (
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from .kernel import Device, Kernel
 
 ENXIO = 6
+ULONG_MAX = 0xFFFFFFFFFFFFFFFF
 BUS_PROBE_DEFAULT = -20
 BUS_PROBE_LOW_PRIORITY = -40
 ACPI_MATCHHID_NOMATCH = 0
@@ -102,23 +105,37 @@ def acpi_child_location(ns: AcpiNamespace, h: str) -> str:
     return f"handle={acpi_name(ns, h)}"
 
 
+def strtoul10(text: str) -> int:
+    """``strtoul(text, NULL, 10)`` on LP64: leading space, a sign, then the decimal digits
+    that follow; 0 when there are none, ``ULONG_MAX`` on overflow, a minus sign wraps."""
+    m = re.match(r"[ \t\n\v\f\r]*([+-]?)([0-9]*)", text)
+    assert m is not None  # the pattern matches any text
+    if not m.group(2):
+        return 0
+    value = int(m.group(2))
+    if value > ULONG_MAX:
+        return ULONG_MAX
+    return (-value) & ULONG_MAX if m.group(1) == "-" else value
+
+
 def acpi_pnpinfo(ns: AcpiNamespace, h: str) -> str:
     """``_HID=%s _UID=%lu _CID=%s``: the first _CID only; ``none`` when missing; _UID 0."""
     try:
         info = ns.AcpiGetObjectInfo(h)
     except AcpiError:
         return "unknown"
-    try:
-        uid = int(info.uid, 0) if info.uid is not None else 0
-    except ValueError:
-        uid = 0
+    uid = strtoul10(info.uid) if info.uid is not None else 0
     cid = info.cids[0] if info.cids else "none"
     return f"_HID={info.hid or 'none'} _UID={uid} _CID={cid}"
 
 
 def acpi_UserNotify(k: Kernel, subsystem: str | None, h: str, notify: int) -> None:  # noqa: N802
-    """Send ``!system=ACPI subsystem=<subsystem> type=<path> notify=0x%02x`` to devctl."""
+    """Send ``!system=ACPI subsystem=<subsystem> type=<path> notify=0x%02x`` to devctl;
+    nothing when the handle has no path (``AcpiNsHandleToPathname`` fails)."""
     if subsystem is None:
         return
-    path = acpi_name(k.ns, h)
+    try:
+        path = k.ns.AcpiGetName(h)
+    except AcpiError:
+        return
     k.devctl.devctl_notify("ACPI", subsystem, path, f"notify=0x{notify & 0xFF:02x}")

@@ -6,7 +6,8 @@
 - Each record is built in a fixed ``DEVCTL_BUFFER`` (1024 - sizeof(void *)) sbuf;
   a record that does not fit (with its NUL) is dropped.
 - The queue holds ``hw.bus.devctl_queue`` records (default 1000); when it is full
-  the oldest queued record is reused (dropped); length 0 drops every new record.
+  the oldest queued record is reused (dropped) before the new one is built, even
+  one that then overflows; length 0 drops every new record.
 - A read returns exactly one record (``devread``).
 """
 
@@ -39,18 +40,23 @@ class DevctlQueue:
         return self.state["queue"]
 
     def _queue(self, record: str) -> None:
-        """``devctl_alloc_dei`` + ``devctl_queue``: reuse the oldest record when full."""
-        if len(record.encode()) > DEVCTL_BUFFER - 1:
-            self.state["dropped"] += 1  # sbuf_finish() overflow: devctl_free_dei()
-            return
+        """``devctl_alloc_dei``, build the record in its buffer, then ``devctl_queue``.
+
+        The buffer is taken first: when the zone is full the oldest queued record
+        is reused, so it is lost even if the new record then overflows the
+        buffer and is freed (``sbuf_finish() != 0`` → ``devctl_free_dei``).
+        """
         length = self.queue_length
         if length <= 0:
-            self.state["dropped"] += 1
+            self.state["dropped"] += 1  # devctl_alloc_dei() returns NULL
             return
         q = self.state["queue"]
         while len(q) >= length:
             q.pop(0)
             self.state["dropped"] += 1
+        if len(record.encode()) > DEVCTL_BUFFER - 1:
+            self.state["dropped"] += 1  # overflow -> drop it
+            return
         q.append(record)
         self.state["total"] += 1
 

@@ -7,6 +7,8 @@ The tree itself is ``kernel.tab`` (:mod:`vmgenc_tools.simstate`) and the
 This module adds what the kernel adds on top:
 
 - the ``SYSCTL_ADD_*`` calls drivers use to create OIDs;
+- :func:`sysctlbyname_c`, the same call with C-shaped ``oldp``/``oldlenp``, where
+  what ENOMEM does to the caller's buffer and ``*oldlenp`` shows;
 - OID handlers with rules of their own (``hw.bus.devctl_queue`` only accepts 0
   at run time: ``sysctl_devctl_queue``);
 - :class:`Sysctl8`, the output of ``sysctl(8)`` (``sbin/sysctl/sysctl.c``
@@ -95,6 +97,38 @@ def sysctlbyname(root: str, name: str, oldlen: int | None,
     if new is not None:
         check_handler(simstate.load(root), name, new)
     return SimBackend(root).sysctlbyname(name, oldlen, new)
+
+
+def sysctlbyname_c(root: str, name: str, oldp: bytearray | None, oldlenp: list[int] | None,
+                   newp: bytes | None = None) -> int:
+    """``__sysctlbyname(2)`` with C-shaped arguments; returns 0 or the errno.
+
+    ``oldp`` is the caller's buffer (filled in place), ``oldlenp[0]`` is
+    ``*oldlenp`` (None: a NULL ``oldlenp``, i.e. no room).  Like the kernel:
+    ``oldp`` NULL sets ``*oldlenp`` to the size needed; a short buffer gets the
+    bytes that fit (``sysctl_old_user``) and ENOMEM, and ``*oldlenp`` keeps its
+    value because ``sys___sysctlbyname`` returns before its ``copyout`` (FreeBSD
+    13+; the numeric-MIB ``__sysctl`` would update it); any other error leaves
+    both untouched.  A successful write with ``oldp`` NULL still sets
+    ``*oldlenp`` to the old value's size (the handler's ``SYSCTL_OUT`` counts it).
+    """
+    oldlen = oldlenp[0] if oldlenp is not None else 0
+    if oldp is not None and not 0 <= oldlen <= len(oldp):
+        raise ValueError(f"*oldlenp {oldlen} does not fit the {len(oldp)}-byte buffer")
+    before = simstate.load(root).lookup(name)
+    try:
+        data, size = sysctlbyname(root, name, None if oldp is None else oldlen, newp)
+    except SysctlError as e:
+        if e.errno == errno.ENOMEM and oldp is not None and before is not None:
+            oldp[:oldlen] = before.value[:oldlen]
+        return e.errno
+    if data is not None and oldp is not None:
+        oldp[:len(data)] = data
+    if oldp is None and before is not None:
+        size = len(before.value)
+    if oldlenp is not None:
+        oldlenp[0] = size
+    return 0
 
 
 # -- sysctl(8) ----------------------------------------------------------------------------

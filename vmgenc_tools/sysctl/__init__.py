@@ -55,8 +55,12 @@ else:
         """What a backend offers (see the module docstring); a Protocol for type checkers."""
 
 
+NOT_FREEBSD = "not FreeBSD: use `vmgenctl --root DIR sim init` to try the simulation"
+
+
 def get_backend(root: str = "/", name: str | None = None) -> Backend:
-    """Pick the backend: explicit > ``VMGENC_SYSCTL_BACKEND`` > sim root > libc on FreeBSD."""
+    """Pick the backend: ``name`` > ``VMGENC_SYSCTL_BACKEND`` > ``sim`` for a simulated
+    ``root`` > ``libc`` on FreeBSD (or with ``VMGENC_LIBC`` set) > ``NOT_FREEBSD`` error."""
     name = name or os.environ.get("VMGENC_SYSCTL_BACKEND") or None
     if name is None:
         if simstate.is_simulated(root):
@@ -64,10 +68,7 @@ def get_backend(root: str = "/", name: str | None = None) -> Backend:
         elif sys.platform.startswith("freebsd") or os.environ.get("VMGENC_LIBC"):
             name = "libc"
         else:
-            raise BackendError(
-                f"not FreeBSD ({sys.platform}): use 'vmgenctl --root DIR sim init' "
-                "to try the simulation"
-            )
+            raise BackendError(NOT_FREEBSD)
     if name == "sim":
         from .sim import SimBackend
 
@@ -96,10 +97,12 @@ def read_bytes(backend: Backend, name: str) -> bytes:
 
 
 def read_string(backend: Backend, name: str) -> str:
+    """A string value, up to its first NUL."""
     return read_bytes(backend, name).split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def read_int(backend: Backend, name: str, signed: bool = False) -> int:
+    """An integer value of 1, 2, 4 or 8 bytes, in the machine's byte order."""
     raw = read_bytes(backend, name)
     if len(raw) not in (1, 2, 4, 8):
         raise SysctlError(errno.EINVAL, name, f"sysctl {name}: {len(raw)} bytes is not an integer")
@@ -107,10 +110,12 @@ def read_int(backend: Backend, name: str, signed: bool = False) -> int:
 
 
 def write_string(backend: Backend, name: str, value: str) -> None:
+    """Set a string OID (the kernel stores it up to the first NUL)."""
     backend.sysctlbyname(name, None, value.encode())
 
 
 def write_ulong(backend: Backend, name: str, value: int) -> None:
+    """Set an unsigned long OID: 8 bytes in native order (an LP64 ``long``)."""
     backend.sysctlbyname(name, None, int(value).to_bytes(8, sys.byteorder, signed=False))
 
 

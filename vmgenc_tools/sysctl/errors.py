@@ -58,7 +58,7 @@ class NotADirectory(SysctlError):
 
 def _noent(name: str, what: str) -> str:
     msg = f"no {what} {name}"
-    if what == "sysctl" and name.startswith("dev.vmgenc"):
+    if what == "sysctl" and (name + ".").startswith("dev.vmgenc."):
         msg += f" ({VMGENC_HINT})"
     return msg
 
@@ -82,7 +82,3 @@ def error_for(err: int, name: str, what: str = "sysctl") -> SysctlError:
     else:
         msg = str(fmt).format(what=what, name=name, strerror=os.strerror(err))
     return cls(err, name, msg)
-
-
-def raise_for_errno(err: int, name: str, what: str = "sysctl") -> None:
-    raise error_for(err, name, what)

@@ -52,7 +52,7 @@ def _bind(lib: ctypes.CDLL, path: str, symbol: str, required: bool = True) -> An
             return None
         raise BackendError(
             f"{path} has no {symbol}(): not FreeBSD's C library "
-            "(on another OS use 'vmgenctl --root DIR sim init' to try the simulation)"
+            "(on another OS use `vmgenctl --root DIR sim init` to try the simulation)"
         ) from None
     fn.restype, fn.argtypes = _PROTOTYPES[symbol]
     return fn

@@ -12,6 +12,7 @@ from .. import simstate
 from .errors import error_for
 
 MAX_NEWLEN = 1024
+KENV_MNAMELEN = 128  # sys/kenv.h: longest name kenv(2) accepts
 
 
 class SimBackend:
@@ -79,10 +80,17 @@ class SimBackend:
             node.value = new
 
     def kenv_get(self, name: str) -> str | None:
+        """``kenv(KENV_GET, name, …)``: None when unset, ENAMETOOLONG for a long name."""
+        if "\0" in name:
+            return None
+        if len(name.encode()) > KENV_MNAMELEN:
+            raise error_for(errno.ENAMETOOLONG, name, "kenv")
         return simstate.load(self.root).kenv.get(name)
 
     def interfaces(self) -> dict[str, str]:
+        """Interface name → MAC, as the simulated VM lists them."""
         return dict(simstate.load(self.root).ifaces)
 
     def children(self, name: str) -> list[str]:
+        """Immediate child components of the node ``name``."""
         return simstate.load(self.root).children(name)
