@@ -304,3 +304,59 @@ def test_wait_console_script_timeout(root):
     cli(root, "check")
     p = script(root, "wait", "--timeout", "0.1")
     assert p.returncode == exitcodes.TIMEOUT and p.stderr == ""
+
+
+def failing_site_hook(root: str, trusted_rc_conf) -> str:
+    """A trusted site hook, run for clones, that fails until ``fixed`` exists; returns it."""
+    hooks = os.path.join(root, "usr/local/etc/vmgenc/hooks.d")
+    os.makedirs(hooks)
+    for d in (root, *(os.path.join(root, *hooks[len(root) + 1:].split("/")[:i])
+                      for i in range(1, 6))):
+        os.chmod(d, 0o755)
+    hook = os.path.join(hooks, "20-needs-fix")
+    with open(hook, "w") as f:
+        f.write(f'#!/bin/sh\n[ -e "{root}/fixed" ] || {{ echo "not fixed"; exit 9; }}\n')
+    os.chmod(hook, 0o755)
+    trusted_rc_conf(root, vmgenc_hooks_clone="site", vmgenc_hooks_first_seen="")
+    return hook
+
+
+@pytest.mark.parametrize("via", ["click", "script"])
+def test_check_and_retry_exit_1_while_a_hook_fails(kernel_root, trusted_rc_conf, via):
+    failing_site_hook(kernel_root, trusted_rc_conf)
+
+    def run(*args):
+        if via == "click":
+            r = cli(kernel_root, *args)
+            return r.exit_code, r.output
+        p = script(kernel_root, *args)
+        return p.returncode, p.stdout + p.stderr
+
+    assert run("check")[0] == 0                               # first-seen: no hooks
+    set_guid(kernel_root, G2)
+    code, out = run("check")
+    assert code == exitcodes.PENDING_OR_FAILED and "failed" in out
+    assert run("check")[0] == exitcodes.PENDING_OR_FAILED     # settled as failed: still 1
+    assert run("retry")[0] == exitcodes.PENDING_OR_FAILED
+    code, out = run("status")
+    assert code == exitcodes.PENDING_OR_FAILED and "site:20-needs-fix failed (exit 9)" in out
+    rec = json.loads(run("history", "--json")[1])[-1]
+    assert_record(rec)
+    assert [(h["name"], h["status"], h["exit_code"]) for h in rec["hooks"]][-1] == (
+        "site:20-needs-fix", "failed", 9)
+    open(os.path.join(kernel_root, "fixed"), "w").close()
+    assert run("retry")[0] == exitcodes.OK
+    assert run("check")[0] == exitcodes.OK
+    assert run("status")[0] == exitcodes.OK
+
+
+def test_status_shows_every_unit_in_the_hypervisors_form(tmp_path):
+    """Two units: text GUIDs (bytes_le, as QEMU's guid=) in the terminal, raw hex in --json."""
+    r0 = str(tmp_path / "r")
+    os.makedirs(r0)
+    write_kernel(r0, [G0, G2])
+    r = cli(r0, "status")
+    assert r.exit_code == 1
+    assert f"vmgenc0: {G0}\nvmgenc1: {G2}\n" in r.output
+    st = json.loads(cli(r0, "status", "--json").output)
+    assert st["guids"] == [G0, G2] and st["guid_hex"] == "0x" + Generation.parse(G0).raw.hex()

@@ -71,6 +71,10 @@ def test_version():
     (["retry"], exitcodes.OK, ""),
     (["wait", "--timeout", "0.3"], exitcodes.TIMEOUT, ""),
     (["hooks", "list"], exitcodes.OK, "clone"),
+    (["hooks", "list", "--json"], exitcodes.OK, '"platform-restart": ['),
+    (["status", "--json"], exitcodes.OK, '"state": "settled"'),
+    (["history", "--json"], exitcodes.OK, '"class": "first-seen"'),
+    (["watch", "--json", "--count", "1"], exitcodes.ENVIRONMENT, "devd is not running"),
     (["hooks", "validate"], exitcodes.OK, "ok"),
     (["sim", "sysctl", "-x", "dev.vmgenc.0.guid"], exitcodes.OK,
      "dev.vmgenc.0.guid: Format: Length:16 Dump:0xaf6e4e32d1d1f64bbf41b9bb6c91fb87"),
@@ -188,14 +192,12 @@ def test_sim_lifecycle_clone_and_cold_clone(tmp_path, driver):
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("args,code", [
     (["status"], exitcodes.USAGE), (["history"], exitcodes.USAGE),
-    (["hooks", "list"], exitcodes.USAGE), (["check", "--dry-run"], exitcodes.USAGE),
+    (["hooks", "list"], exitcodes.USAGE), (["wait", "--timeout", "0"], exitcodes.USAGE),
     (["sim", "clone"], exitcodes.STATE), (["sim", "boot"], exitcodes.STATE),
 ])
 def test_missing_root_is_one_line_and_creates_nothing(tmp_path, driver, args, code):
     """A mistyped --root must not read as an empty history, nor grow a directory tree."""
     root = str(tmp_path / "no" / "such")
-    if driver == "script" and args[0] == "check":
-        pytest.skip("the click-free check path: see fastcheck")
     p = DRIVERS[driver](root, *args)
     assert p.returncode == code, (p.stdout, p.stderr)
     assert p.stderr.startswith("vmgenctl: ") and p.stderr.count("\n") == 1
@@ -225,7 +227,7 @@ def test_vmgenc_root_environment_for_every_kind_of_command(vm):
         p = subprocess.run([VMGENCTL, *args], capture_output=True, text=True, env=env,
                            timeout=60)
         assert p.returncode in (0, 1) and p.stderr == "", (args, p.stderr)
-        assert p.stdout.strip(), args
+        assert p.stdout.strip() or args == ["check"], args  # check is silent when settled
     r = CliRunner().invoke(app, ["history", "--json"], env={"VMGENC_ROOT": vm})
     assert r.exit_code == 0 and json.loads(r.stdout)[0]["class"] == "first-seen"
 
@@ -284,7 +286,8 @@ def test_completion_for_an_unsupported_shell_is_one_line_exit_2(value, says):
     p = subprocess.run([VMGENCTL], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, _VMGENCTL_COMPLETE=value))
     assert p.returncode == exitcodes.USAGE and p.stdout == ""
-    assert p.stderr.startswith(f"vmgenctl: {says}") and p.stderr.count("\n") == 1
+    assert p.stderr.startswith("vmgenctl: ") and says in p.stderr
+    assert p.stderr.count("\n") == 1
     assert "bash_source" in p.stderr
     r = CliRunner().invoke(app, [], env={"_VMGENCTL_COMPLETE": value})
     assert r.exit_code == exitcodes.USAGE and says in r.stderr

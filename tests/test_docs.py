@@ -313,3 +313,130 @@ def test_example_hook_is_shellcheck_clean(tmp_path, where, script):
     path.write_text(script)
     r = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+# -- what the pages show is what the program does -------------------------------------------
+
+
+def _command_lines() -> list[tuple[str, str]]:
+    """(where, line) for every vmgenctl command line shown in README and vmgenctl(8)."""
+    out = []
+    readme = README.read_text()
+    for block in re.findall(r"^```sh\n(.*?)^```", readme, re.M | re.S):
+        out += [("README.md", ln) for ln in block.splitlines() if ln.startswith("vmgenctl ")]
+    out += [("README.md", m) for m in re.findall(r"`(vmgenctl [^`]+)`", readme)]
+    for block in _literal_blocks(CTL) + _literal_blocks(HOOKS):
+        text = block.replace("\\\n", " ")
+        out += [("man", ln.strip()) for ln in text.splitlines()
+                if ln.strip().startswith("vmgenctl ")]
+    return out
+
+
+def _parse_command_line(line: str) -> None:
+    """Resolve ``line`` against the real click app and parse its options (UsageError if not)."""
+    import shlex
+
+    import click
+
+    from vmgenc_tools.cli import app
+
+    words = shlex.split(line, comments=True)
+    for i, w in enumerate(words):
+        if w in ("|", "||", "&&", ";"):
+            words = words[:i]
+            break
+    args = words[1:]
+    app.make_context("vmgenctl", list(args))  # the global options
+    while args and args[0].startswith("-"):
+        args = args[2:] if args[0] == "--root" else args[1:]
+    cmd: click.Command = app
+    path = "vmgenctl"
+    while isinstance(cmd, click.Group) and args:
+        name, args = args[0], args[1:]
+        assert name in cmd.commands, f"{line!r}: no command {name!r} under {path!r}"
+        cmd, path = cmd.commands[name], f"{path} {name}"
+    if not isinstance(cmd, click.Group):
+        cmd.make_context(path, list(args))
+
+
+def test_every_command_line_shown_in_the_docs_parses():
+    lines = _command_lines()
+    assert len(lines) >= 25, lines
+    shown = {ln.split()[1] for _, ln in lines}
+    assert {"status", "history", "check", "wait", "hooks", "sim", "watch", "retry"} <= shown | {
+        ln.split()[3] for _, ln in lines if ln.startswith("vmgenctl --root")}
+    for where, line in lines:
+        try:
+            _parse_command_line(line)
+        except Exception as e:  # noqa: BLE001 - report which line
+            pytest.fail(f"{where}: {line!r} does not parse: {e}")
+
+
+def test_a_wrong_command_line_is_caught_by_the_parser_check():
+    for bad in ("vmgenctl history --tail 5", "vmgenctl sim explode",
+                "vmgenctl check --source cron"):
+        with pytest.raises(Exception):  # noqa: B017 - click's UsageError or our assertion
+            _parse_command_line(bad)
+
+
+def _man_status_fields() -> set[str]:
+    src = CTL.read_text()
+    m = re.search(r"the output is one JSON object with the fields\n(.*?)and times are UTC", src,
+                  re.S)
+    assert m, "vmgenctl(8): status --json fields not found"
+    return set(re.findall(r"^\.Va (\w+)", m.group(1), re.M))
+
+
+def test_status_json_fields_are_the_documented_ones(kernel_root):
+    from click.testing import CliRunner
+
+    from vmgenc_tools.cli import app
+
+    for step in (["check"], ["status", "--json"]):
+        r = CliRunner().invoke(app, ["--root", kernel_root, *step])
+    assert r.exit_code == 0, r.output
+    import json
+
+    doc = json.loads(r.stdout)
+    assert set(doc) == _man_status_fields()
+
+
+@mandoc
+def test_shell_completion_documented():
+    env = section(render(CTL), "ENVIRONMENT")
+    assert re.search(r"^\s+_VMGENCTL_COMPLETE\s", env, re.M)
+    for shell in ("bash_source", "zsh_source", "fish_source", "sh_source"):
+        assert shell in env, shell
+    readme = README.read_text()
+    assert "## Shell completion" in readme
+    for text in (CTL.read_text(), readme):
+        for shell in ("bash", "zsh"):
+            assert f'eval "$(_VMGENCTL_COMPLETE={shell}_source vmgenctl)"' in text, shell
+
+
+def test_documented_completion_lines_work():
+    """Each documented ``_VMGENCTL_COMPLETE=X_source`` prints a script for that shell."""
+    import sys
+
+    vmgenctl = os.path.join(os.path.dirname(sys.executable), "vmgenctl")
+    values = set(re.findall(r"_VMGENCTL_COMPLETE=(\w+_source)", README.read_text() +
+                            CTL.read_text()))
+    assert {"bash_source", "zsh_source"} <= values
+    for value in values:
+        p = subprocess.run([vmgenctl], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, _VMGENCTL_COMPLETE=value))
+        if value == "sh_source":
+            assert p.returncode == exitcodes.USAGE and "no completion for sh" in p.stderr
+        else:
+            assert p.returncode == 0 and "vmgenctl" in p.stdout, value
+
+
+def test_readme_metrics_names_match_the_code():
+    from vmgenc_tools import metrics
+
+    text = metrics.render({}, None, 0, 0, False)
+    names = {ln.split()[0].split("{")[0] for ln in text.splitlines() if not ln.startswith("#")}
+    readme = README.read_text()
+    for name in names:
+        assert f"`{name}" in readme, name
+    assert "vmgenc_metrics_file" in readme and "atomically" in readme

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import stat
@@ -350,3 +351,64 @@ def test_journal_hook_results_settle_a_recorded_change(db, tmp_path):
     assert ch.status == "done"
     assert [(r.status, r.attempt) for r in ch.hooks] == [("failed", 1), ("ok", 1)]
     assert [r.status for r in ch.latest_hooks()] == ["ok"]
+
+
+class _CommitFails:
+    """A connection whose COMMIT fails as on a full disk (everything else is real)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def test_a_change_whose_commit_fails_has_no_id_and_no_row(db, mocker):
+    with History.open(db) as h:
+        mocker.patch.object(h, "conn", _CommitFails(h.conn))
+        ch = mkchange()
+        with pytest.raises(HistoryWriteError, match="disk is full"):
+            h.add_change(ch)
+        assert ch.id is None  # the handler relies on it: not recorded, keep it elsewhere
+        mocker.stopall()
+        assert h.listing() == [] and h.class_counts() == {}
+        assert h.add_change(ch) == ch.id == 1
+
+
+def test_journal_appends_stay_whole_lines(tmp_path, mocker):
+    j = Journal(str(tmp_path / "unrecorded.jsonl"))
+    j.append_change(mkchange(status="done"))
+    with open(j.path, "a") as f:
+        f.write('{"kind": "change", "chan')  # torn by a crash: no newline
+    j.append_change(mkchange(RAW_A, status="done"))
+    assert [e["change"]["new_raw"] for e in j.read()] == [RAW_B.hex(), RAW_A.hex()]
+    size = os.path.getsize(j.path)
+    real = os.write
+
+    def short_then_full(fd, data):  # half the entry goes out, then the disk is full
+        if data.startswith(b"{") and len(data) > 8:
+            real(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    mocker.patch("os.write", side_effect=short_then_full)
+    with pytest.raises(OSError):
+        j.append_change(mkchange(status="done"))
+    mocker.stopall()
+    assert os.path.getsize(j.path) == size  # taken back
+    j.append_change(mkchange(bytes(16), status="done"))
+    assert [e["change"]["new_raw"] for e in j.read()] == [
+        RAW_B.hex(), RAW_A.hex(), bytes(16).hex()]
+
+
+def test_an_empty_journal_is_removed_on_import(db, tmp_path):
+    j = Journal(str(tmp_path / "unrecorded.jsonl"))
+    open(j.path, "w").close()  # what a failed, taken-back append leaves
+    with History.open(db) as h:
+        assert h.import_journal(j) == 0
+    assert not os.path.exists(j.path)

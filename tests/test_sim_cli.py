@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -134,3 +139,61 @@ def test_sim_dmesg_and_info(root, capsys):
 def test_sim_commands_without_a_vm(tmp_path, capsys):
     assert sim(str(tmp_path / "none"), "clone") == exitcodes.STATE
     assert "sim init" in capsys.readouterr().err
+
+
+# -- make demo -------------------------------------------------------------------------------
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_TOOLS = ("bash", "ssh-keygen", "ssh-keyscan", "sshd", "shellcheck", "mandoc", "sqlite3", "cc")
+
+
+def _demo_command(venv: str) -> list[str]:
+    """``make demo`` when make would neither reinstall the venv nor install packages,
+    else the script it runs (a test must not reach the network or apt-get)."""
+    make = shutil.which("make")
+    fresh = make is not None and subprocess.run(
+        [make, "-q", f"VENV={venv}", f"{venv}/.installed"], cwd=TOP,
+        capture_output=True).returncode == 0
+    tools = all(shutil.which(t) or os.access(f"/usr/sbin/{t}", os.X_OK) for t in DEMO_TOOLS)
+    if fresh and tools:
+        return [make, "-s", f"VENV={venv}", "demo"]
+    return ["sh", os.path.join(TOP, "tools", "demo")]
+
+
+def test_make_demo_tells_the_story_fast_and_stays_in_its_sandbox(tmp_path):
+    """As a new user runs it: no DEMO_ROOT (the sandbox comes from mktemp under $TMPDIR),
+    under a minute, every step headed, and nothing written outside the sandbox."""
+    tmpdir, home = tmp_path / "tmp", tmp_path / "home"
+    tmpdir.mkdir()
+    home.mkdir()
+    venv = os.path.dirname(os.path.dirname(sys.executable))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("VMGENC_", "DEMO_", "MAKE")) and k != "BIN"}
+    env.update(TMPDIR=str(tmpdir), HOME=str(home), BIN=os.path.dirname(sys.executable))
+    t0 = time.monotonic()
+    p = subprocess.run(_demo_command(venv), capture_output=True, text=True, timeout=300,
+                       env=env, cwd=TOP)
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert elapsed < 60, f"the demo took {elapsed:.1f} s"
+    out = p.stdout
+    headings = re.findall(r"^== (.+) ==$", out, re.M)
+    assert len(headings) == 8, headings
+    for words in ("QEMU", "First boot", "Live clone", "bhyve", "not a clone", "Cold clone",
+                  "history", "Identity"):
+        assert any(words in h for h in headings), words
+    assert "sim init --hypervisor qemu" in out and "devd <- !system=ACPI " \
+        "subsystem=VMGenerationCounter type=\\_SB_.VGEN notify=0x00" in out
+    assert re.search(r"^#\d+ platform-restart: .*: done", out, re.M)
+    assert re.search(r"^3\s.*\sboot\s+clone\s+done\s", out, re.M)  # the cold clone, at boot
+    ids = re.findall(r"^(.+?)\s+hostid (\S+)\s+ed25519 (SHA256:\S+)$", out, re.M)
+    assert len(ids) == 5
+    (_, h0, f0), (_, h1, f1), (_, h2, f2), (_, h3, f3), (_, h4, f4) = ids
+    assert len({h0, h1, h4}) == 3 and len({f0, f1, f4}) == 3  # QEMU guest: rotated twice
+    assert (h2, f2) == (h3, f3)                               # bhyve restarts: untouched
+    sandbox = re.search(r"^sandbox: (\S+) ", out, re.M).group(1)
+    assert os.path.dirname(sandbox) == str(tmpdir)
+    assert os.listdir(tmpdir) == [os.path.basename(sandbox)]
+    assert os.listdir(home) == []
+    assert sorted(os.listdir(tmp_path)) == ["home", "tmp"]
+    assert sorted(os.listdir(sandbox)) == ["bhyve-vm", "identities", "qemu-vm"]

@@ -123,12 +123,19 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = T
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            done = 0
+            while done < len(data):
+                done += os.write(fd, data[done:])
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     if durable:
         _fsync_dir(os.path.dirname(path))
 
@@ -551,8 +558,7 @@ class Reconciler:
                 except OSError as e:
                     log.error(f"cannot write {self.journal.path} either ({e.strerror}): "
                               f"hooks of change #{ch.id} that ran may run again")
-            else:
-                ch.hooks.extend(unrecorded)
+            ch.hooks.extend(unrecorded)  # (what ran, for the summary; journalled above)
         self.handled.append(ch)
         if failed:
             log.warning(f"change {_ref(ch)}: {ch.cls} hooks failed: {', '.join(failed)}")
@@ -613,9 +619,14 @@ class Reconciler:
             if self.current is not None and not hist.pending():
                 status = "done" if self.current.status == "done" else "failed"
                 want = (self.settled_line, status)
-                if read_last_guid(self.paths.last_guid) != want:
-                    atomic_write(self.paths.last_guid, f"{want[0]}\n{want[1]}\n".encode())
-                self._cache_gone = False  # it is back: the next record must remove it again
+                try:
+                    if read_last_guid(self.paths.last_guid) != want:
+                        atomic_write(self.paths.last_guid,
+                                     f"{want[0]}\n{want[1]}\n".encode())
+                except OSError as e:  # a cache only: the next boot check starts Python
+                    log.warning(f"cannot write {self.paths.last_guid}: {e.strerror}")
+                else:
+                    self._cache_gone = False  # back: the next record must remove it again
         if self.config.metrics_file:
             try:
                 from . import metrics

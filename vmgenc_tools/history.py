@@ -316,6 +316,19 @@ def cannot_write(e: sqlite3.Error) -> bool:
     return any(t in str(e).lower() for t in _WRITE_FAILURE_TEXT)
 
 
+def fs_hint(path: str) -> str:
+    """`` (no space left on device)`` or `` (read-only file system)`` when that is why."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return ""
+    if st.f_flag & os.ST_RDONLY:
+        return " (read-only file system)"
+    if st.f_bavail == 0:
+        return " (no space left on device)"
+    return ""
+
+
 def read_only_fs(path: str) -> bool:
     """True if ``path`` (a directory) is on a file system mounted read-only."""
     try:
@@ -388,7 +401,8 @@ class History:
         except sqlite3.Error as e:
             conn.close()
             if cannot_write(e):
-                raise HistoryWriteError(f"cannot record anything in {path}: {e}") from None
+                raise HistoryWriteError(f"cannot record anything in {path}: {e}"
+                                        f"{fs_hint(directory)}") from None
             raise HistoryError(
                 f"history database {path} is unusable ({e}): move it aside "
                 "(a new one is started on the next check) or restore it from backup"
@@ -589,7 +603,9 @@ class History:
     def import_journal(self, journal: Journal) -> int:
         """Move the fallback journal's entries into the database; returns how many."""
         entries = journal.read()
-        if not entries:
+        if not entries:  # empty: an append that failed (disk full) and took itself back
+            with contextlib.suppress(OSError):
+                journal.remove()
             return 0
         done = 0
         with self._write("the fallback journal") as c:

@@ -14,7 +14,7 @@ from .. import __version__, exitcodes
 from .common import App, Ctx, Fail, run_app
 
 
-@click.group(cls=App, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("vmgenctl", cls=App, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", "root", envvar="VMGENC_ROOT", default="/", show_default=True,
               type=click.Path(file_okay=False), help="Prefix for every path (a sandbox).")
 @click.version_option(__version__, prog_name="vmgenctl")
