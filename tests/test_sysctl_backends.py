@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import struct
 import sys
 import tracemalloc
 
@@ -119,14 +120,31 @@ def test_a_node_is_not_a_value(backend, name):
 
 
 @pytest.mark.parametrize("name", [
-    "dev.vmgenc.0.guid.x", "dev.vmgenc.2.guid", "kern.hostid.0", "kern.nosuch", "dev.vmgenc.0.",
-    "", "dev.vmgenc.0\0.guid",
+    "dev.vmgenc.0.guid.x", "dev.vmgenc.2.guid", "kern.hostid.0", "kern.nosuch", "dev.vmgenc.0..",
+    ".", ".dev", "dev..vmgenc", "dev.vmgenc.0\0.guid",
 ])
 def test_unknown_or_past_leaf_names(backend, name):
     with pytest.raises(NoSuchOid) as exc:
         backend.sysctlbyname(name, None)
     assert exc.value.errno == errno.ENOENT
     assert ("kldload vmgenc" in str(exc.value)) == name.startswith("dev.vmgenc")
+
+
+def test_an_empty_name_is_einval(backend):
+    """kern___sysctlbyname: ``namelen == 0`` is EINVAL, before any lookup."""
+    with pytest.raises(InvalidValue) as exc:
+        backend.sysctlbyname("", None)
+    assert exc.value.errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("name,value", [
+    ("dev.vmgenc.0.guid.", Generation.parse(G0).raw), ("kern.vm_guest.", b"kvm\0"),
+])
+def test_one_trailing_dot_is_ignored(backend, name, value):
+    """name2oid skips one ``.`` after the last component: the OID before it answers."""
+    assert read_bytes(backend, name) == value
+    with pytest.raises(IsANode):
+        backend.sysctlbyname("dev.vmgenc.0.", None)
 
 
 def test_size_query_with_null_buffer(backend):
@@ -233,6 +251,38 @@ def test_a_write_with_a_short_old_buffer_changes_nothing(backend, root):
     assert tab_bytes(root) == before
 
 
+@pytest.mark.parametrize("uid", ["1001", "65534"])
+def test_a_caller_that_is_not_root_cannot_write(backend, root, monkeypatch, uid):
+    """sysctl_root: priv_check(PRIV_SYSCTL_WRITE) fails for a non-root caller: EPERM."""
+    before = tab_bytes(root)
+    monkeypatch.setenv("VMGENC_SIM_UID", uid)
+    with pytest.raises(NotPermitted) as exc:
+        write_ulong(backend, "kern.hostid", 1)
+    assert exc.value.errno == errno.EPERM and "not root" in str(exc.value)
+    with pytest.raises(NotPermitted):
+        write_string(backend, "kern.hostuuid", "9b2e0c7a-51d4-4e3f-8a6b-2c1d0e9f8a7b")
+    assert tab_bytes(root) == before
+    assert read_int(backend, "kern.hostid") == 0  # reading needs no privilege
+    monkeypatch.setenv("VMGENC_SIM_UID", "0")
+    write_ulong(backend, "kern.hostid", 1)
+    assert read_int(backend, "kern.hostid") == 1
+
+
+@pytest.mark.parametrize("new,err", [
+    (bytes(struct.calcsize("L") - 1), errno.EINVAL), (b"\x01" * struct.calcsize("L"), None),
+    (b"\x02" * struct.calcsize("L") + b"\xff", None),
+])
+def test_an_unsigned_long_takes_its_size_and_ignores_the_rest(backend, new, err):
+    """sysctl_handle_long: SYSCTL_IN of sizeof(long) bytes: fewer is EINVAL, more are unread."""
+    size = struct.calcsize("L")
+    if err is not None:
+        with pytest.raises(InvalidValue):
+            backend.sysctlbyname("kern.hostid", None, new)
+        return
+    backend.sysctlbyname("kern.hostid", None, new)
+    assert read_bytes(backend, "kern.hostid") == new[:size]
+
+
 @pytest.mark.parametrize("name", [GUID, "kern.vm_guest", "kern.boottime"])
 def test_read_only_oids_refuse_writes(backend, root, name):
     before = tab_bytes(root)
@@ -332,7 +382,8 @@ def test_both_backends_agree_on_every_case(make_backend):
     sim, libc = make_backend("sim"), make_backend("libc")
     names = [GUID, "dev.vmgenc.1.guid", "dev.vmgenc.0", "dev.vmgenc.0.guid.x", "dev.vmgenc.9",
              "kern.vm_guest", "kern.hostuuid", "kern.hostid", "kern.boottime", "kern", "nope",
-             "dev.vmgenc.0.%driver", "smbios.system.uuid", "x" * 128, "x" * 129]
+             "dev.vmgenc.0.%driver", "smbios.system.uuid", "x" * 128, "x" * 129, "",
+             "dev.vmgenc.0.", "dev.vmgenc.0.guid.", "dev.vmgenc.0..", "."]
 
     for name in names:
         for oldlen in (None, 0, 1, 3, 4, 7, 8, 15, 16, 17, 37, 38, 64):

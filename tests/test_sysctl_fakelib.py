@@ -74,7 +74,7 @@ def test_enough_room_copies_the_value_and_nothing_more(probe, oldlen):
 
 @pytest.mark.parametrize("name,err", [
     ("dev.vmgenc.0", errno.EISDIR), ("dev", errno.EISDIR), ("dev.vmgenc.0.guid.x", errno.ENOENT),
-    ("dev.vmgenc.1.guid", errno.ENOENT), ("", errno.ENOENT),
+    ("dev.vmgenc.1.guid", errno.ENOENT), ("", errno.EINVAL),
 ])
 def test_lookup_errors_touch_nothing(probe, name, err):
     r = probe("sysctl", name, "8")

@@ -12,7 +12,7 @@ import struct
 from .generation import Generation
 from .plain import Frozen
 from .sysctl import Backend, SysctlError, read_bytes, read_string, vmgenc_units
-from .sysctl.errors import NoSuchOid
+from .sysctl.errors import LOAD_HINT, NoSuchOid
 
 
 class NoDevice(RuntimeError):
@@ -44,10 +44,7 @@ def read_guids(backend: Backend) -> tuple[Generation, ...]:
     """The generation of every vmgenc unit, unit 0 first; raises :class:`NoDevice`."""
     units = vmgenc_units(backend)
     if not units:
-        raise NoDevice(
-            "no vmgenc device: 'kldload vmgenc' or vmgenc_load=\"YES\" in /boot/loader.conf, "
-            "and the VM needs a VM Generation ID device"
-        )
+        raise NoDevice("no vmgenc device: " + LOAD_HINT)
     try:
         return tuple(Generation(read_bytes(backend, f"dev.vmgenc.{u}.guid")) for u in units)
     except NoSuchOid as e:

@@ -33,13 +33,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import struct
 import sys
 from collections.abc import Iterator
 
 SIM_DIR = ".vmgenc-sim"
 KERNEL_TAB = "kernel.tab"
 HEADER = "# vmgenc-sim kernel.tab v1"
-KINDS = {"node": 0, "opaque": 0, "string": 0, "int": 4, "uint": 4, "long": 8, "ulong": 8}
+# Value sizes of the fixed-size kinds; a ``long`` is the machine's C long (8 bytes on LP64
+# amd64/arm64, 4 on i386/armv7), as ``sizeof(long)`` is in the C stand-in library.
+KINDS = {"node": 0, "opaque": 0, "string": 0, "int": 4, "uint": 4,
+         "long": struct.calcsize("l"), "ulong": struct.calcsize("L")}
 
 
 class SimStateError(RuntimeError):
@@ -89,7 +93,13 @@ class KernelState:
         return f"KernelState(nodes={self.nodes!r}, kenv={self.kenv!r}, ifaces={self.ifaces!r})"
 
     def lookup(self, name: str) -> Node | None:
-        """The node for ``name``; an unlisted prefix of a listed name is a ``node``."""
+        """The node for ``name``; an unlisted prefix of a listed name is a ``node``.
+
+        Like the kernel's ``name2oid``, one trailing ``.`` is ignored
+        (``dev.vmgenc.0.`` is ``dev.vmgenc.0``); two are not.
+        """
+        if name.endswith(".") and not name.endswith(".."):
+            name = name[:-1]
         node = self.nodes.get(name)
         if node is not None:
             return node

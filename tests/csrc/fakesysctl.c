@@ -11,13 +11,18 @@
  *   - ENOENT: unknown name, or a name that goes on past a leaf;
  *   - EISDIR: a node without a handler (kind "node", or an unlisted prefix of
  *     a listed name, e.g. "dev.vmgenc.0");
- *   - EPERM:  a new value for a read-only ("rd") OID, checked before the old
+ *   - EINVAL: an empty name (kern___sysctlbyname: namelen == 0); one trailing
+ *     '.' is ignored, as name2oid() does;
+ *   - EPERM:  a new value for a read-only ("rd") OID, or any new value when
+ *     the simulated caller is not root (VMGENC_SIM_UID set and not "0": the
+ *     priv_check(PRIV_SYSCTL_WRITE) of sysctl_root()), checked before the old
  *     value is copied out, as sysctl_root() does;
  *   - oldp NULL: *oldlenp is set to the size of the value;
  *   - short buffer: what fits is copied, errno is ENOMEM and *oldlenp is left
  *     UNCHANGED (the error returns before the copyout of the length);
- *   - EINVAL: a new integer value of the wrong size, or a new string of
- *     1024 bytes or more;
+ *   - EINVAL: a new integer value shorter than its kind (sizeof(int) or
+ *     sizeof(long); extra bytes are ignored, as SYSCTL_IN reads only its
+ *     size), or a new string of 1024 bytes or more;
  *   - a new string is stored up to its first NUL, plus a NUL.
  * A new value is written under flock(${VMGENC_ROOT}/.vmgenc-sim/lock) by
  * rewriting kernel.tab atomically (temp file, fsync, rename); every other
@@ -212,7 +217,7 @@ kind_size(const struct field *kind, size_t *size)
 		return (1);
 	}
 	if (field_eq(kind, "long") || field_eq(kind, "ulong")) {
-		*size = 8;
+		*size = sizeof(long);
 		return (1);
 	}
 	*size = 0;
@@ -322,8 +327,12 @@ lookup_oid(const struct tab *t, const char *name, struct lookup *l)
 	memset(l, 0, sizeof(*l));
 	l->name = name;
 	l->namelen = strlen(name);
-	if (l->namelen == 0)
-		return (ENOENT);
+	if (l->namelen == 0)		/* kern___sysctlbyname: namelen == 0 */
+		return (EINVAL);
+	/* name2oid ignores one trailing '.' ("dev.vmgenc.0." is dev.vmgenc.0). */
+	if (l->namelen > 1 && name[l->namelen - 1] == '.' &&
+	    name[l->namelen - 2] != '.')
+		l->namelen--;
 	err = tab_scan(t, lookup_visit, l);
 	if (err != 0)
 		return (err);
@@ -437,9 +446,10 @@ store_new(const struct tab *t, const struct lookup *l, const void *newp,
 
 	(void)kind_size(kind, &size);
 	if (size != 0) {
-		if (newlen != size)
+		/* sysctl_handle_int/long: SYSCTL_IN of size bytes; more are ignored */
+		if (newlen < size)
 			return (EINVAL);
-		return (tab_replace_value(t, &l->rec.f[5], newp, newlen));
+		return (tab_replace_value(t, &l->rec.f[5], newp, size));
 	}
 	if (field_eq(kind, "string")) {
 		if (newlen >= MAX_STRING_NEWLEN)
@@ -455,6 +465,15 @@ store_new(const struct tab *t, const struct lookup *l, const void *newp,
 		return (err);
 	}
 	return (tab_replace_value(t, &l->rec.f[5], newp, newlen));
+}
+
+/* The simulated caller's credential: root unless VMGENC_SIM_UID says otherwise. */
+static int
+sim_root(void)
+{
+	const char *uid = getenv("VMGENC_SIM_UID");
+
+	return (uid == NULL || *uid == '\0' || strcmp(uid, "0") == 0);
 }
 
 static int
@@ -477,7 +496,7 @@ do_sysctl(const char *name, void *oldp, size_t *oldlenp, const void *newp,
 	err = lookup_oid(&t, name, &l);
 	if (err != 0)
 		goto out;
-	if (newp != NULL && !field_eq(&l.rec.f[4], "rw")) {
+	if (newp != NULL && (!field_eq(&l.rec.f[4], "rw") || !sim_root())) {
 		err = EPERM;
 		goto out;
 	}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import sys
 
 from .. import simstate
@@ -115,8 +116,9 @@ def write_string(backend: Backend, name: str, value: str) -> None:
 
 
 def write_ulong(backend: Backend, name: str, value: int) -> None:
-    """Set an unsigned long OID: 8 bytes in native order (an LP64 ``long``)."""
-    backend.sysctlbyname(name, None, int(value).to_bytes(8, sys.byteorder, signed=False))
+    """Set an unsigned long OID: a C ``unsigned long`` in native size and order."""
+    size = struct.calcsize("L")
+    backend.sysctlbyname(name, None, int(value).to_bytes(size, sys.byteorder, signed=False))
 
 
 def vmgenc_units(backend: Backend) -> list[int]:

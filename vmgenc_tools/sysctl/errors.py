@@ -11,10 +11,9 @@ import errno
 import os
 from collections.abc import Callable
 
-VMGENC_HINT = (
-    "the vmgenc driver is not attached: 'kldload vmgenc' or vmgenc_load=\"YES\" in "
-    "/boot/loader.conf, and the VM needs a VM Generation ID device"
-)
+LOAD_HINT = ("'kldload vmgenc' or vmgenc_load=\"YES\" in /boot/loader.conf, "
+             "and the VM needs a VM Generation ID device")
+VMGENC_HINT = "the vmgenc driver is not attached: " + LOAD_HINT
 
 
 class BackendError(RuntimeError):

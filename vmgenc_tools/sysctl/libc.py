@@ -146,8 +146,8 @@ class LibcBackend:
                     return None
                 raise error_for(err, name, "kenv")
             raw = buf.raw[: min(n, bufsize)]
-            # n == bufsize with no NUL: the copy was truncated (only a stand-in
-            # kernel can hold values longer than KENV_MVALLEN): grow and retry.
+            # n == bufsize with no NUL: the copy was truncated (the kernel's
+            # kenv_mvallen is a tunable, so a value may exceed KENV_MVALLEN): grow, retry.
             if b"\0" in raw or n < bufsize or bufsize >= _KENV_MAX_BUFFER:
                 return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
             bufsize *= 4

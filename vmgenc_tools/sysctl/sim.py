@@ -7,12 +7,23 @@ the same test matrix passes against both backends.
 from __future__ import annotations
 
 import errno
+import os
 
 from .. import simstate
 from .errors import error_for
 
 MAX_NEWLEN = 1024
 KENV_MNAMELEN = 128  # sys/kenv.h: longest name kenv(2) accepts
+
+
+def _caller_is_root() -> bool:
+    """The simulated caller's credential: root unless ``VMGENC_SIM_UID`` names another uid.
+
+    A simulated VM belongs to whoever made it, so its processes are root in it;
+    ``VMGENC_SIM_UID=1001`` plays an unprivileged caller (the C stand-in reads
+    the same variable).
+    """
+    return os.environ.get("VMGENC_SIM_UID", "0") in ("", "0")
 
 
 class SimBackend:
@@ -36,19 +47,23 @@ class SimBackend:
         if oldlen is not None and oldlen < 0:
             raise ValueError(f"oldlen must be >= 0, not {oldlen}")
         if new is None:
-            return self._read(self._node(simstate.load(self.root), name), oldlen)
+            return self._read(self._node(simstate.load(self.root), name), name, oldlen)
         with simstate.locked(self.root):
             state = simstate.load(self.root)
             node = self._node(state, name)
-            if not node.writable:  # sysctl_root checks this before the handler runs
+            # sysctl_root checks both before the handler runs: a read-only OID, then
+            # priv_check(PRIV_SYSCTL_WRITE) for a caller that is not root.
+            if not node.writable or not _caller_is_root():
                 raise error_for(errno.EPERM, name)
-            out = self._read(node, oldlen) if oldlen is not None else (None, 0)
+            out = self._read(node, name, oldlen) if oldlen is not None else (None, 0)
             self._write(node, name, bytes(new))
             simstate.save(self.root, state)
             return out
 
     @staticmethod
     def _node(state: simstate.KernelState, name: str) -> simstate.Node:
+        if not name:  # kern___sysctlbyname: a name of length 0 is EINVAL
+            raise error_for(errno.EINVAL, name)
         node = state.lookup(name)
         if node is None:
             raise error_for(errno.ENOENT, name)
@@ -57,21 +72,21 @@ class SimBackend:
         return node
 
     @staticmethod
-    def _read(node: simstate.Node, oldlen: int | None) -> tuple[bytes | None, int]:
+    def _read(node: simstate.Node, name: str, oldlen: int | None) -> tuple[bytes | None, int]:
         value = node.value
         if oldlen is None:
             return None, len(value)
         if oldlen < len(value):
-            raise error_for(errno.ENOMEM, node.name)
+            raise error_for(errno.ENOMEM, name)
         return value, len(value)
 
     @staticmethod
     def _write(node: simstate.Node, name: str, new: bytes) -> None:
         size = simstate.KINDS[node.kind]
-        if size:
-            if len(new) != size:
+        if size:  # sysctl_handle_int/long: SYSCTL_IN of exactly size bytes; more are ignored
+            if len(new) < size:
                 raise error_for(errno.EINVAL, name)
-            node.value = new
+            node.value = new[:size]
         elif node.kind == "string":
             if len(new) >= MAX_NEWLEN:
                 raise error_for(errno.EINVAL, name)
