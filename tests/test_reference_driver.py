@@ -6,6 +6,8 @@ files): an ACPI namespace, guest memory, a sysctl tree, the driver.
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from vmgenc_tools import simstate
@@ -17,7 +19,8 @@ from vmgenc_tools.reference.eventhandler import EVENTHANDLER_DEREGISTER, EVENTHA
 from vmgenc_tools.reference.hypervisor import PRESETS
 from vmgenc_tools.reference.kernel import Device, Kernel, empty_model
 from vmgenc_tools.reference.random import RANDOM_ATTACH, RANDOM_PURE_VMGENID
-from vmgenc_tools.reference.sysctl import SYSCTL_ADD_INT
+from vmgenc_tools.reference.sysctl import SYSCTL_ADD_INT, sysctlbyname
+from vmgenc_tools.sysctl.errors import SysctlError
 
 A = Generation.from_text("324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87")
 B = Generation.from_text("9b8c3a4e-1f2d-4c5b-8a7e-6d5c4b3a2910")
@@ -124,6 +127,9 @@ def test_acpi_GetPackedUINT64_method_failure_prints_its_status():
 
 
 def test_acpi_GetPackedUINT64_package_larger_than_param3_overflows_the_buffer():
+    """A 3-element package does not fit ``ACPI_OBJECT param[3]``.  AE_BUFFER_OVERFLOW
+    (the first message, not "Wrong number of results") is the model's assumption:
+    inferred, not checked against ACPICA (facts §1.3 [U], §9)."""
     _, console = attach_messages(["pkg", [["int", 0x1000], ["int", 0], ["int", 0]]])
     assert console[1].endswith("::ADDR()): AE_BUFFER_OVERFLOW")
 
@@ -221,6 +227,66 @@ def test_vmgenc_attach_two_units():
     assert [d.nameunit for d in devs] == ["vmgenc0", "vmgenc1"]
     assert k.sysctl.nodes["dev.vmgenc.1.guid"].value == A.raw
     assert len(k.random.state["sources"]) == 2
+
+
+def sysctl_errno(root: str, name: str) -> int | None:
+    """``sysctlbyname(name)`` with a 16-byte buffer: its errno, or None on success."""
+    try:
+        sysctlbyname(root, name, 16)
+    except SysctlError as e:
+        return e.errno
+    return None
+
+
+@pytest.mark.parametrize("case", ["acpi_disabled", "zero_addr"])
+def test_vmgenc_not_attached_guid_and_unit_oids_are_enoent(tmp_path, case):
+    """No attach, no ``SYSCTL_ADD_OPAQUE`` (facts §8: ENOENT if not attached).
+
+    - ``debug.acpi.disabled=vmgenc``: ``vmgenc_probe`` returns ENXIO, no driver
+      claims the device, ``device_attach`` never runs: ``dev.vmgenc`` never exists.
+    - ADDR ``Package{0, 0}``: ``vmgenc_attach`` returns ENXIO after
+      ``device_sysctl_init``; ``device_sysctl_fini`` frees ``dev.vmgenc.0``, but the
+      devclass node ``devclass_sysctl_init`` made stays (``subr_bus.c``) [D]: EISDIR.
+    """
+    if case == "acpi_disabled":
+        k = make_kernel(kenv={"debug.acpi.disabled": "vmgenc"})
+    else:
+        k = make_kernel(vgen_ns(cids=["VM_Gen_Counter"], addr=["pkg", [["int", 0], ["int", 0]]]))
+    assert attached(k) == []
+    root = str(tmp_path / "root")
+    simstate.save(root, k.sysctl)
+    assert sysctl_errno(root, "hw.bus.devctl_queue") is None       # the tree is readable
+    assert sysctl_errno(root, "dev.vmgenc.0.guid") == errno.ENOENT
+    assert sysctl_errno(root, "dev.vmgenc.0") == errno.ENOENT
+    assert sysctl_errno(root, "dev.vmgenc") == (errno.ENOENT if case == "acpi_disabled"
+                                                 else errno.EISDIR)
+
+
+def test_vmgenc_two_units_a_change_of_unit_1_touches_only_unit_1():
+    """``vmgenc_notify`` on unit 1 → ``vmgenc_status_changed(vmgenc1)``: one devctl line
+    naming unit 1's path, unit 1's cache updated, one harvest (2×8 bytes) and one
+    ``EVENTHANDLER_INVOKE``; unit 0's cache is untouched."""
+    k = make_kernel(units=2)
+    dev0, dev1 = attached(k)
+    path1 = QEMU.unit_path(1)
+    assert (dev1.nameunit, dev1.handle, path1) == ("vmgenc1", "\\_SB_.VGN1", "\\_SB_.VGN1")
+    k.devctl.records.clear()
+    harvested = len(k.random.chunks(RANDOM_PURE_VMGENID))
+    calls = []
+    tag = EVENTHANDLER_REGISTER("acpi_vmgenc_event", calls.append, "arg")
+    try:
+        k.memory.write(QEMU.guid_address(1), B.raw)
+        k.ns.notify(path1, 0x80, k.dispatch_notify)   # AML Notify(\_SB_.VGN1, 0x80)
+        assert k.model["taskq"] == [{"func": "vmgenc_status_changed", "dev": "vmgenc1"}]
+        assert k.run_tasks() == 1
+    finally:
+        EVENTHANDLER_DEREGISTER("acpi_vmgenc_event", tag)
+    assert k.devctl.records == [
+        "!system=ACPI subsystem=VMGenerationCounter type=\\_SB_.VGN1 notify=0x00\n"]
+    assert driver.cache_guid(k, dev1) == B.raw
+    assert driver.cache_guid(k, dev0) == A.raw
+    assert k.random.chunks(RANDOM_PURE_VMGENID)[harvested:] == [B.raw[:8], B.raw[8:]]
+    assert calls == ["arg"] and k.model["eventhandler"] == {"acpi_vmgenc_event": 1}
 
 
 # -- vmgenc_notify ------------------------------------------------------------------------

@@ -8,6 +8,9 @@ from vmgenc_tools import exitcodes, simstate
 from vmgenc_tools.reference.hypervisor import PRESETS
 from vmgenc_tools.reference.vm import SimError, SimulatedVM
 
+# Path, %pnpinfo, kern.vm_guest, NIC, OUI per preset: these pin the model.  For
+# Hyper-V only the CIDs are sourced (facts §6.4); its path \_SB_.GENC and _HID
+# MSFT1002 below pin the model's assumption [U], not a verified fact (facts §9).
 IDS = {
     "qemu": ("\\_SB_.VGEN", "_HID=QEMUVGID _UID=0 _CID=VM_GEN_COUNTER", "kvm", "vtnet0",
              "52:54:00"),
@@ -16,7 +19,7 @@ IDS = {
     "xen": ("\\_SB_.PCI0.ISA_.VGID", "_HID=XEN0000 _UID=0 _CID=VM_GEN_COUNTER", "xen", "xn0",
             "00:16:3e"),
     "hyperv": ("\\_SB_.GENC", "_HID=MSFT1002 _UID=0 _CID=VM_GEN_COUNTER", "hv", "hn0",
-               "00:15:5d"),
+               "00:15:5d"),                       # path and _HID: assumptions [U]
     "firecracker": ("\\_SB_.VGEN", "_HID=FCVMGID _UID=0 _CID=VM_GEN_COUNTER", "kvm", "vtnet0",
                     "06:00:ac"),
 }
@@ -34,6 +37,8 @@ def string_oid(root: str, name: str) -> str:
 
 @pytest.mark.parametrize("hv", sorted(IDS))
 def test_preset_path_ids_and_attach_record(tmp_path, hv):
+    """The ``+vmgenc0`` record and %location/%pnpinfo (facts §2.4) for each preset's IDS
+    row; for hyperv the path and ``_HID=MSFT1002`` pin the model's assumption [U]."""
     path, pnp, vm_guest, nic, oui = IDS[hv]
     vm = make_vm(tmp_path, hv)
     assert vm.drain_devctl() == [f"+vmgenc0 at handle={path} {pnp} on acpi0\n"]
@@ -54,6 +59,8 @@ def test_preset_runtime_change_line_names_the_device_path(tmp_path, hv):
 
 
 def test_hyperv_declares_both_cids(tmp_path):
+    """VM_Gen_Counter and VMGENCTR are sourced (facts §6.4, Linux's "Recognize new CID
+    added by Hyper-V"); the path and the third CID pin the model's assumption [U]."""
     ns = PRESETS["hyperv"].build_namespace(1)
     assert ns.AcpiGetObjectInfo("\\_SB_.GENC").cids == (
         "VM_GEN_COUNTER", "VMGENCTR", "HYPER_V_GEN_COUNTER_V1")
@@ -106,8 +113,9 @@ def test_bhyve_new_guid_every_start_including_reboot_and_never_a_notify(tmp_path
     vm.boot()
     seen.add(cached(vm))
     assert len(seen) == 3
-    records = vm.drain_devctl()
-    assert all(r.startswith("+vmgenc0 ") for r in records)       # attach records only
+    path, pnp = IDS["bhyve"][:2]
+    # Each start restarts the devctl queue: only the last boot's attach record is left.
+    assert vm.drain_devctl() == [f"+vmgenc0 at handle={path} {pnp} on acpi0\n"]
     for op in (vm.clone, vm.restore):
         with pytest.raises(SimError) as e:
             op()
@@ -121,6 +129,19 @@ def test_firecracker_new_guid_at_every_create_and_snapshot_load(tmp_path):
     g1 = cached(vm)
     res = vm.restore()
     assert len({g0, g1, cached(vm)}) == 3 and res.records
+
+
+def test_firecracker_reboot_is_a_new_create_with_a_new_guid(tmp_path):
+    """Facts §6.4: a new GUID "at each create or restore".  A guest reboot ends the
+    microVM ("Firecracker exits on CPU reset", docs/api_requests/actions.md; not in the
+    facts), so the next start is a create: a new GUID, and no VMGenerationCounter event."""
+    vm = make_vm(tmp_path, "firecracker")
+    g0 = cached(vm)
+    res = vm.reboot()
+    assert res.old == [g0] and res.new == [cached(vm)] != [g0]
+    assert vm.live_guids() == vm.cached_guids()
+    path, pnp = IDS["firecracker"][:2]
+    assert vm.drain_devctl() == [f"+vmgenc0 at handle={path} {pnp} on acpi0\n"]
 
 
 @pytest.mark.parametrize("hv", ["xen", "hyperv"])

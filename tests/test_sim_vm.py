@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,8 +16,10 @@ import pytest
 from vmgenc_tools import exitcodes, simstate
 from vmgenc_tools.generation import Generation
 from vmgenc_tools.reference.eventhandler import EVENTHANDLER_DEREGISTER, EVENTHANDLER_REGISTER
+from vmgenc_tools.reference.sysctl import sysctlbyname
 from vmgenc_tools.reference.vm import SimError, SimulatedVM, hostid_of, valid_hostid
 from vmgenc_tools.sysctl import get_backend, read_bytes, read_int, read_string, write_string
+from vmgenc_tools.sysctl.errors import SysctlError
 
 SMBIOS = "8a5d2c1e-4b7f-4c3a-9e21-7d6b5a4f3e2d"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,6 +154,18 @@ def test_debug_acpi_disabled_tunable_keeps_the_driver_off(vm):
     assert vm.cached_guids() == []
     assert vm.drain_devctl() == ["? at handle=\\_SB_.VGEN _HID=QEMUVGID _UID=0 "
                                  "_CID=VM_GEN_COUNTER on acpi0\n"]
+
+
+@pytest.mark.parametrize("name", ["dev.vmgenc.0.guid", "dev.vmgenc.0", "dev.vmgenc"])
+def test_debug_acpi_disabled_boot_leaves_no_vmgenc_oid(vm, name):
+    """Facts §8: ENOENT when the driver is not attached.  The previous boot's OIDs
+    (the driver was attached) do not survive into the disabled boot."""
+    assert simstate.load(vm.root).lookup(name) is not None          # attached at init
+    vm.set_tunable("debug.acpi.disabled", "vmgenc")
+    vm.boot()
+    with pytest.raises(SysctlError) as e:
+        sysctlbyname(vm.root, name, 16)
+    assert e.value.errno == errno.ENOENT
 
 
 def test_devctl_queue_tunable_bounds_the_queue(vm):

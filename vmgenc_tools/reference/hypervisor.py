@@ -6,23 +6,31 @@ preset  device path            _HID                    _CID(s)                  
 qemu    \\_SB_.VGEN            QEMUVGID                VM_Gen_Counter               Method
 bhyve   \\_SB_.GENC            Bhyve_V_Gen_Counter_V1  VM_Gen_Counter               Name
 xen     \\_SB_.PCI0.ISA_.VGID  EisaId("XEN0000")       VM_Gen_Counter               Method
-hyperv  \\_SB_.GENC            MSFT1002                VM_Gen_Counter, VMGENCTR, …  Method
+hyperv  \\_SB_.GENC [U]        MSFT1002 [U]            VM_Gen_Counter, VMGENCTR, …  Method
 fc      \\_SB_.VGEN            FCVMGID                 VM_Gen_Counter               Name
 ======  =====================  ======================  ===========================  ======
 
-(fc = firecracker.)
+(fc = firecracker.  [U]: an assumption of this model, not verified; see below.)
 
 Sources: QEMU ``hw/acpi/vmgenid.c`` (``VGIA``, ``ADDR`` = ``Package(2){VGIA+40, 0}``,
 ``_STA`` 0 while ``VGIA`` is 0, ``\\_GPE._E05`` → ``Notify(\\_SB.VGEN, 0x80)``);
 bhyve ``usr.sbin/bhyve/vmgenc.c`` (``_HID`` is a Method, ``ADDR`` a Name, a new
 random GUID from ``getentropy`` at every start, the GPE raise is ``#if 0``);
 Xen ``tools/libacpi/dsdt.asl``; Firecracker ``src/vmm/src/devices/acpi/vmgenid.rs``
-(``ADDR`` a Name, new GUID at every create and snapshot load); Hyper-V's DSDT
-(``\\_SB.GENC``, ``ADDR`` from ``GCAL``/``GCAH``, ``\\_GPE._E00``; current hosts
-declare ``_HID "MSFT1002"`` and the three CIDs, older ones ``Hyper_V_Gen_Counter_V1``).
-Not verified [U]: Xen's and Firecracker's notify AML (modelled as a direct
-``Notify(dev, 0x80)`` and a GED ``_EVT`` method), and the guest-physical
-addresses, which are plausible values, not the hypervisors' exact ones.
+(``ADDR`` a Name, new GUID at every create and snapshot load).  Hyper-V: only
+its two CIDs ``VM_Gen_Counter`` and ``VMGENCTR`` are sourced (Linux commit
+"virt: vmgenid: Recognize new CID added by Hyper-V"); Hyper-V's DSDT was not read.
+
+Not verified [U] (assumptions of this model, facts §6.4 and §9):
+
+- Hyper-V's ACPI path ``\\_SB_.GENC``, its ``_HID "MSFT1002"``, the third CID
+  ``Hyper_V_Gen_Counter_V1``, the ``GCAL``/``GCAH`` names ``ADDR`` reads and the
+  GPE ``\\_GPE._E00`` that notifies the device: placeholders, not values taken
+  from a Hyper-V DSDT;
+- Xen's and Firecracker's notify AML (modelled as a direct ``Notify(dev, 0x80)``
+  and a GED ``_EVT`` method);
+- the guest-physical addresses, which are plausible values, not the hypervisors'
+  exact ones.
 
 GUID-change rules (``start``: the hypervisor process starts; ``reboot``: the
 guest reboots; ``runtime``: clone/restore of a running VM raises a notify):
@@ -34,7 +42,8 @@ guest reboots; ``runtime``: clone/restore of a running VM raises a notify):
   run-time notify;
 - firecracker: new GUID at every create and every snapshot load; a guest reboot
   ends the microVM, the next start is a new create;
-- xen, hyperv: the GUID changes only when the VM is cloned or restored.
+- xen, hyperv: the GUID changes only when the VM is cloned or restored (an
+  assumption [U]: the facts source neither hypervisor's change rule).
 """
 
 from __future__ import annotations
@@ -123,6 +132,9 @@ def _xen(p: Preset, ns: AcpiNamespace, unit: int, path: str) -> None:
 
 
 def _hyperv(p: Preset, ns: AcpiNamespace, unit: int, path: str) -> None:
+    # Only the CIDs "VM_Gen_Counter" and "VMGENCTR" are sourced.  The _HID, the
+    # third CID, the path and the GCAL/GCAH names are assumptions [U]: Hyper-V's
+    # DSDT was not read (facts §6.4, §9).
     lo, hi = ("\\GCAL", "\\GCAH") if unit == 0 else (f"\\GCL{unit}", f"\\GCH{unit}")
     addr = p.guid_address(unit)
     ns.add_name(lo, ["int", addr & 0xFFFFFFFF])
@@ -154,6 +166,7 @@ PRESETS: dict[str, Preset] = {
                     True, True, False, "\\_GPE._E00", 0xFFBF0000),
     "xen": Preset("xen", "Xen HVM (hvmloader/libacpi)", "xen", "\\_SB_.PCI0.ISA_.VGID",
                   "xn", "00:16:3e", False, False, True, None, 0xFC00A000),
+    # Hyper-V: the path \_SB_.GENC and the GPE \_GPE._E00 are assumptions [U].
     "hyperv": Preset("hyperv", "Microsoft Hyper-V / Azure", "hv", "\\_SB_.GENC", "hn",
                      "00:15:5d", False, False, True, "\\_GPE._E00", 0xF7FD0000),
     "firecracker": Preset("firecracker", "Firecracker microVM", "kvm", "\\_SB_.VGEN",
