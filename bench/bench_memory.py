@@ -30,7 +30,7 @@ from common import (
 )
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PAIRS = 7
+PAIRS = 11  # issue 9: at least 10 pairs per measure
 
 
 def build_peakrss(outdir: str) -> str:

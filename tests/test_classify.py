@@ -94,6 +94,21 @@ def test_manual_check_after_a_reboot_uses_the_boot_rules():
     assert classify(prev(boot_time=1), snap(boot_time=2, smbios=UUID_B), "manual").cls == "clone"
 
 
+def test_manual_check_after_this_boots_check_saw_no_change_is_run_time():
+    """The boot check of this boot (boot-checked at 2.5 > boot time 2) saw the recorded
+    generation: the GUID changed while running, and devd missed it."""
+    assert classify(prev(boot_time=1), snap(boot_time=2), "manual",
+                    boot_checked_at=2.5).cls == "clone"
+    assert classify(prev(boot_time=1), snap(boot_time=2), "manual", boot_checked_at=2.5,
+                    runtime_class="restore").cls == "restore"
+    # a boot-checked left from an earlier boot says nothing about this one
+    assert classify(prev(boot_time=1), snap(boot_time=2), "manual",
+                    boot_checked_at=1.5).cls == "platform-restart"
+    # at boot, the boot rules whatever the marker says
+    assert classify(prev(boot_time=1), snap(boot_time=2), "boot",
+                    boot_checked_at=2.5).cls == "platform-restart"
+
+
 def test_manual_check_without_boot_times_is_unknown():
     assert classify(prev(boot_time=None), snap(), "manual").cls == "unknown"
     assert classify(prev(), snap(boot_time=None), "manual").cls == "unknown"

@@ -142,12 +142,15 @@ def test_runtime_changes_history_json_and_failed_hooks(vm):
     os.chmod(hook, 0o755)
     for p in (ctl(vm, "sim", "restore"),):
         assert p.returncode == 0, p.stderr
-    assert ctl(vm, "wait", "--since", "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87",
-               "--timeout", "60").returncode == 1            # settled, hooks failed
+    p = ctl(vm, "wait", "--since", "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87", "--timeout", "60")
+    assert p.returncode == exitcodes.OK                         # wait: 0 once settled...
+    assert p.stderr.count("\n") == 1 and "hooks failed" in p.stderr  # ...saying how
     assert ctl(vm, "status").returncode == 1
     assert ctl(vm, "retry").returncode == 1
     for driver in DRIVERS.values():                             # check: 1 hooks failed
-        assert driver(vm, "check").returncode == exitcodes.PENDING_OR_FAILED
+        p = driver(vm, "check")
+        assert p.returncode == exitcodes.PENDING_OR_FAILED
+        assert p.stderr.startswith("vmgenctl: ") and "vmgenctl retry" in p.stderr
         assert driver(vm, "retry").returncode == exitcodes.PENDING_OR_FAILED
     os.chmod(hook, 0o644)                                       # not executable → refused
     assert ctl(vm, "hooks", "validate").returncode == 1
@@ -160,6 +163,10 @@ def test_runtime_changes_history_json_and_failed_hooks(vm):
         assert p.returncode == exitcodes.OK, p.stderr
     records = json.loads(ctl(vm, "history", "--json").stdout)
     assert [r["class"] for r in records] == ["first-seen", "restore"]
+    # the removed hook is not left reading "failed" beside a record that reads "done"
+    assert records[-1]["status"] == "done"
+    assert [(h["name"], h["status"]) for h in records[-1]["hooks"]] == [
+        ("site:10-fails", "skipped")]
     for r in records:
         assert set(r) >= HISTORY_FIELDS
         assert r["status"] in ("pending", "done", "failed")
@@ -193,6 +200,8 @@ def test_sim_lifecycle_clone_and_cold_clone(tmp_path, driver):
 @pytest.mark.parametrize("args,code", [
     (["status"], exitcodes.USAGE), (["history"], exitcodes.USAGE),
     (["hooks", "list"], exitcodes.USAGE), (["wait", "--timeout", "0"], exitcodes.USAGE),
+    (["check"], exitcodes.USAGE), (["check", "--dry-run"], exitcodes.USAGE),
+    (["check", "--source", "boot"], exitcodes.USAGE),
     (["sim", "clone"], exitcodes.STATE), (["sim", "boot"], exitcodes.STATE),
 ])
 def test_missing_root_is_one_line_and_creates_nothing(tmp_path, driver, args, code):
@@ -291,3 +300,37 @@ def test_completion_for_an_unsupported_shell_is_one_line_exit_2(value, says):
     assert "bash_source" in p.stderr
     r = CliRunner().invoke(app, [], env={"_VMGENCTL_COMPLETE": value})
     assert r.exit_code == exitcodes.USAGE and says in r.stderr
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_check_dry_run_keeps_the_expect_fence(vm, driver):
+    """``--dry-run`` changes nothing, but ``--expect`` still answers 4 for another GUID."""
+    other = "00000000-0000-4000-8000-000000000001"
+    p = DRIVERS[driver](vm, "check", "--dry-run", "--expect", other)
+    assert p.returncode == exitcodes.EXPECT_FAILED, (p.stdout, p.stderr)
+    assert f"not {other}" in p.stderr and p.stderr.count("\n") == 1
+    now = json.loads(ctl(vm, "status", "--json").stdout)["guids"][0]
+    assert DRIVERS[driver](vm, "check", "--dry-run", "--expect", now).returncode == exitcodes.OK
+
+
+@pytest.mark.parametrize("args", [["check", "--class", "clone"], ["retry"]])
+def test_interrupt_is_one_line_exit_130(vm, args):
+    """^C while waiting for the lock another run holds: no traceback, sh's 130."""
+    import signal
+    import time
+
+    from vmgenc_tools.fastcheck import load_config
+    from vmgenc_tools.handler import Paths, RootLock
+
+    lock = RootLock.acquire(Paths.of(load_config(vm)).lock, blocking=False)
+    assert lock is not None
+    try:
+        p = subprocess.Popen([VMGENCTL, "--root", vm, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # started, and waiting on the lock
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        lock.release()
+    assert p.returncode == exitcodes.INTERRUPTED, (out, err)
+    assert err.lstrip("\n") == "vmgenctl: interrupted\n"  # (click first ends the ^C line)

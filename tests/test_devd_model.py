@@ -176,6 +176,35 @@ def test_device_name_class_subdevice_are_match_shorthands(tmp_path, event, line,
     assert answer(devd, event) == (line, commands)
 
 
+KERN_SHIM = """\
+notify 10 {
+	match "system" "kernel";
+	match "kern"
+		"pow(er)?";
+	action "echo renamed $type";
+};
+notify 5 { match "Kern" "power"; action "echo case-sensitive"; };
+notify 1 { match "system" "kern"; action "echo value-untouched"; };
+"""
+
+
+def test_freebsd14_renames_a_kern_match_to_kernel_with_devds_warning(tmp_path):
+    devd = load(tmp_path, KERN_SHIM)
+    # new_match compares the variable name with strcmp: only "kern" itself is renamed,
+    # and a "kern" pattern (the value) is left alone.
+    assert [[t.var for t in b.tests] for b in devd.blocks["notify"]] == [
+        ["system", "kernel"], ["Kern"], ["system"]]
+    # LOG_WARNING at the line yacc reduces the rule on: the ";" of the statement
+    assert devd.warnings == ["Changing deprecated system='kern' to new name 'kernel' in "
+                             "/etc/devd.conf line 4."]
+    assert answer(devd, "!system=kernel kernel=power type=RESUME") == (
+        1, ["echo renamed $'RESUME'"])
+    # the event's own "kern" variable is no longer looked at
+    assert answer(devd, "!system=kernel kern=power type=RESUME") == (None, [])
+    assert answer(devd, "!system=kern Kern=power") == (7, ["echo case-sensitive"])
+    assert answer(devd, "!system=kern") == (8, ["echo value-untouched"])
+
+
 def test_regcomp_failures_are_warned(tmp_path):
     devd = load(tmp_path, ESCAPES)
     text = "\n".join(devd.warnings)
@@ -532,9 +561,56 @@ def test_run_false_runs_nothing(tmp_path):
 
 # ------------------------------------------------------------------ the shell
 
-def test_detected_shell_decodes_dollar_quotes():
-    shell = D.detect_shell()
-    assert D.shell_decodes_dollar_quotes(shell)
+@pytest.fixture
+def fake_shells(tmp_path):
+    """(a shell that decodes $'...': a wrapper around the detected one, a fake one
+    that runs the probe but does not decode $'...', a path that is no executable)."""
+    real = D.detect_shell()
+    good = tmp_path / "good-sh"
+    good.write_text(f'#!/bin/sh\nexec "{real}" "$@"\n')
+    bad = tmp_path / "bad-sh"  # prints what a shell without $'...' would: $a\b'c
+    bad.write_text("#!/bin/sh\nprintf '3|$a\\\\b|$'\n")
+    for path in (good, bad):
+        path.chmod(0o755)
+    plain = tmp_path / "not-executable"
+    plain.write_text(good.read_text())
+    return str(good), str(bad), str(plain)
+
+
+def test_probe_tells_the_fake_shells_apart(fake_shells):
+    good, bad, plain = fake_shells
+    assert D.shell_decodes_dollar_quotes(good)
+    assert not D.shell_decodes_dollar_quotes(bad)
+    assert not D.shell_decodes_dollar_quotes(plain)
+
+
+def test_detect_shell_skips_a_candidate_that_does_not_decode(fake_shells, monkeypatch):
+    good, bad, plain = fake_shells
+    monkeypatch.delenv(D.SHELL_ENV, raising=False)
+    monkeypatch.setattr(D, "_shell_candidates", lambda: [bad, plain, good, bad])
+    D._detect_shell.cache_clear()
+    try:
+        assert D.detect_shell() == good
+    finally:
+        D._detect_shell.cache_clear()
+    assert D.pick_shell([plain, bad, good]) == good
+
+
+def test_detect_shell_fails_when_no_candidate_decodes(fake_shells, monkeypatch):
+    _good, bad, plain = fake_shells
+    monkeypatch.delenv(D.SHELL_ENV, raising=False)
+    monkeypatch.setattr(D, "_shell_candidates", lambda: [bad, plain])
+    D._detect_shell.cache_clear()
+    try:
+        with pytest.raises(D.DevdShellError) as e:
+            D.detect_shell()
+    finally:
+        D._detect_shell.cache_clear()
+    # the executable candidate was tried; the non-executable one was not run
+    assert str(e.value) == ("no shell here decodes $'...' as FreeBSD's sh does "
+                            f"(tried {bad}): install bash")
+    with pytest.raises(D.DevdShellError, match=r"tried nothing executable"):
+        D.pick_shell([plain])
 
 
 @pytest.mark.skipif(not shutil.which("dash"), reason="dash not installed")
@@ -617,6 +693,19 @@ def test_cli_config_error_exits_1_with_devds_message(stock_root):
     lines = res.stderr.splitlines()
     assert re.fullmatch(r"devd\[\d+\]: line 3: \}: syntax error\.", lines[0])
     assert lines[1] == "devd: Cannot parse /usr/local/etc/devd/broken.conf at line 3"
+
+
+def test_cli_model_limit_exits_1_saying_it_is_not_a_devd_error(stock_root):
+    with open(os.path.join(stock_root, "usr/local/etc/devd/rune.conf"), "w") as f:
+        f.write('notify 1 {\n\tmatch "a" "[[:rune:]]";\n\taction "x";\n};\n')
+    res = run_cli(stock_root, VMGENC)
+    assert res.exit_code == 1
+    assert res.stdout == ""
+    assert res.stderr.splitlines() == [
+        "vmgenctl: model limit: /usr/local/etc/devd/rune.conf:2: the devd model does not "
+        "reproduce character class [:rune:] in pattern '[[:rune:]]' (a limit of this devd "
+        "model, not a devd error: real devd may accept this configuration)"]
+    assert "Cannot parse" not in res.stderr and "syntax error" not in res.stderr
 
 
 def test_cli_without_records_checks_the_configuration(stock_root):

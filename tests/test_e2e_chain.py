@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -138,15 +139,18 @@ with open(os.environ["PYTHON_STARTS"], "a") as f:
 """
 
 
-def test_cold_clone_through_the_installed_rc_d_script(tmp_path):
+@pytest.mark.parametrize("preset", ["qemu", "bhyve", "xen", "hyperv", "firecracker"])
+def test_cold_clone_through_the_installed_rc_d_script(tmp_path, preset):
     """The boot path through the file ``sim init`` installed (usr/local/etc/rc.d/vmgenc),
     under the real /bin/sh with the rc.subr stand-in and the fake sysctl, calling the real
-    vmgenctl.  Any Python start is seen through sitecustomize (the vmgenctl path is
-    absolute, so a PATH trap alone would miss it)."""
+    vmgenctl, on every hypervisor preset.  Any Python start is seen through
+    sitecustomize (the vmgenctl path is absolute, so a PATH trap alone would miss it)."""
     from vmgenc_tools.reference.vm import SimulatedVM
 
     root = str(tmp_path / "vm")
-    assert ctl(root, "sim", "init").returncode == 0
+    assert ctl(root, "sim", "init", "--hypervisor", preset).returncode == 0
+    with open(os.path.join(root, "etc/rc.conf"), "a") as f:
+        f.write('vmgenc_ssh_keytypes="ed25519"\n')  # no RSA keygen: keeps 5 presets fast
     installed = os.path.join(root, "usr/local/etc/rc.d/vmgenc")
     with open(installed) as f:
         text = f.read()
@@ -192,7 +196,10 @@ def test_cold_clone_through_the_installed_rc_d_script(tmp_path):
     assert (last["source"], last["class"], last["status"]) == ("boot", "clone", "done")
     assert last["old_guid"] == first[-1]["new_guid"]
     assert last["new_guid"] == vm.cached_guids()[0].text
-    for _record, answer in vm.deliver():  # then devd starts: the attach runs no action
+    delivered = vm.deliver()  # then devd starts: it gets the attach, which runs no action
+    attach = [rec for rec, _answer in delivered if rec.startswith("+vmgenc0 at ")]
+    assert len(attach) == 1, [rec for rec, _answer in delivered]
+    for _record, answer in delivered:
         assert answer.match is None or "vmgenc-devd" not in " ".join(answer.commands)
 
     os.remove(starts)
@@ -226,3 +233,35 @@ def test_make_demo_story_runs_to_completion(tmp_path):
     assert fingerprints[0] != fingerprints[1] != fingerprints[4]
     assert fingerprints[2] == fingerprints[3]
     assert sorted(os.listdir(tmp_path)) == ["demo"]  # nothing left outside the sandbox
+
+
+@pytest.mark.parametrize("marker", [True, False], ids=["boot-checked", "no-boot-check"])
+def test_a_run_time_change_devd_missed_is_not_taken_for_a_restart(tmp_path, marker):
+    """Reboot with the same GUID, then a live clone whose event nobody read (devd down).
+
+    The next manual check sees a new boot time since the last record; only the boot
+    check's mark (``boot-checked``, left by this boot's check) tells it that the GUID
+    was still the recorded one at this boot, so the change happened at run time.
+    """
+    from vmgenc_tools.reference.vm import SimulatedVM
+
+    root = str(tmp_path / "vm")
+    fixed = "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87"
+    assert ctl(root, "sim", "init", "--guid", fixed).returncode == 0
+    with open(os.path.join(root, "etc/rc.conf"), "a") as f:
+        f.write('vmgenc_hooks_clone=""\nvmgenc_hooks_platform_restart=""\n')
+    assert ctl(root, "sim", "boot").returncode == 0            # first-seen
+    time.sleep(1.05)  # kern.boottime has whole seconds: the reboot must be a later one
+    assert ctl(root, "sim", "boot").returncode == 0            # guid= fixed: no change
+    mark = os.path.join(root, "var/db/vmgenc/boot-checked")
+    assert os.path.exists(mark)
+    if not marker:
+        os.unlink(mark)
+    vm = SimulatedVM(root)
+    vm.clone()
+    assert vm.drain_devctl()                                   # the event, read by nobody
+    p = ctl(root, "check")
+    assert p.returncode == 0, p.stderr
+    rec = history(root)[-1]
+    assert rec["source"] == "manual"
+    assert rec["class"] == ("clone" if marker else "platform-restart"), rec["reason"]

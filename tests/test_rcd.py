@@ -195,6 +195,24 @@ def test_start_unchanged_guid_starts_no_python(rc):
     assert rc.calls() == []
 
 
+def test_start_unchanged_leaves_the_boot_checked_mark(rc):
+    """The shell fast path touches ${dbdir}/boot-checked (classify: a later manual check
+    then knows this boot saw the recorded generation); a read-only dbdir is no error."""
+    mark = Path(rc.root, "var/db/vmgenc/boot-checked")
+    rc.cache(dump(QEMU_GUID))
+    assert not mark.exists()
+    assert rc.run("start").returncode == 0
+    assert mark.exists()
+    os.utime(mark, (1, 1))
+    assert rc.run("start").returncode == 0
+    assert mark.stat().st_mtime > 1
+    mark.unlink()
+    mark.mkdir()  # cannot be written: still silent, still no Python
+    proc = rc.run("start")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    assert rc.pythons() == []
+
+
 def test_start_unchanged_with_two_units_starts_no_python(rc):
     write_kernel(rc.root, [QEMU_GUID, UNIT1_GUID])
     rc.cache(f"{dump(QEMU_GUID)} {dump(UNIT1_GUID)}")
@@ -340,6 +358,33 @@ def test_onestart_works_when_disabled(rc, verb):
     proc = rc.run(verb)
     assert proc.returncode == 0, proc.stderr
     assert rc.calls() == [f"--root {rc.root} check --source boot"]
+
+
+def test_forcestart_of_a_failing_check_runs_and_returns_its_status(rc):
+    """§5.1 force: the rcvar check is skipped, but a failing method is not made a
+    success: with no postcmd, rc.subr returns the method's own status."""
+    rc.rc_conf('vmgenc_enable="NO"\n')
+    proc = rc.run("forcestart", VMGENCTL_SHIM_EXIT="1")
+    assert proc.returncode == 1
+    assert REFUSAL.format("start") not in proc.stdout
+    assert rc.calls() == [f"--root {rc.root} check --source boot"]
+
+
+@pytest.mark.parametrize("verb, precmd, ran, postcmd, status", [
+    ("start", "false", False, False, 1),       # a failing precmd stops start
+    ("forcestart", "false", True, True, 0),    # force goes on past it
+    ("start", "true", True, False, 1),         # a failing method: no postcmd
+    ("forcestart", "true", True, True, 0),     # force: postcmd runs; its status is returned
+])
+def test_force_ignores_precmd_and_method_failures(rc, verb, precmd, ran, postcmd, status):
+    """§5.1: a failing precmd stops the command, and a failing method skips the postcmd,
+    unless force.  The hooks come from rc.conf (rc.d/vmgenc sets none); the check fails."""
+    rc.rc_conf(f'vmgenc_enable="YES"\nstart_precmd="{precmd}"\n'
+               'start_postcmd="echo postcmd ran"\n')
+    proc = rc.run(verb, VMGENCTL_SHIM_EXIT="1")
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    assert rc.calls() == ([f"--root {rc.root} check --source boot"] if ran else [])
+    assert ("postcmd ran" in proc.stdout.splitlines()) == postcmd
 
 
 def test_enable_from_rc_conf_d(rc):

@@ -35,12 +35,20 @@ The rules, in order:
    ``check --class``) wins: platforms whose signals lie.
 2. No previous record → ``first-seen`` (no identity hooks by default).
 3. At boot (source ``boot``, or a manual check after a reboot since the last
-   record) → ``clone`` if the SMBIOS UUID changed or the MAC set shares no
-   address with the recorded one; ``platform-restart`` if the signals that can
-   be compared agree; ``unknown`` if none can be compared.
-4. At run time (a devd event, or a manual check in the same boot) →
+   record that the boot check of this boot did not see) → ``clone`` if the
+   SMBIOS UUID changed or the MAC set shares no address with the recorded one;
+   ``platform-restart`` if the signals that can be compared agree; ``unknown``
+   if none can be compared.
+4. At run time (a devd event; a manual check in the same boot as the last
+   record; or a manual check after the boot check of this boot found the
+   recorded generation unchanged — devd missed the event) →
    ``vmgenc_runtime_class``.
 5. Anything else (boot time unknown for a manual check) → ``unknown``.
+
+Two recorded signals are kept for the admin, not compared: ``kern.hostuuid``
+(our own ``hostid`` hook rotates it after a clone, and rc.d/hostid copies it
+from the SMBIOS UUID, which is compared already) and ``kern.vm_guest`` (the
+hypervisor type: a copy runs under the same one, so it separates nothing).
 """
 
 from __future__ import annotations
@@ -63,19 +71,27 @@ class Verdict(Frozen):
         self._set(locals())
 
 
-def _at_boot(prev: Change, snap: Snapshot, source: str) -> bool | None:
-    """True at boot, False at run time, None if it cannot be told."""
+def _at_boot(prev: Change, snap: Snapshot, source: str,
+             boot_checked_at: float | None) -> bool | None:
+    """True at boot, False at run time, None if it cannot be told.
+
+    ``boot_checked_at`` is when the boot check last ran (the ``boot-checked``
+    file's mtime): if that was during this boot and the last record is older,
+    the boot check saw the recorded generation, so the GUID changed since.
+    """
     if source == "boot":
         return True
     if source == "devd":
         return False
     if prev.boot_time is None or snap.boot_time is None:
         return None
-    return prev.boot_time != snap.boot_time
+    if prev.boot_time == snap.boot_time:
+        return False
+    return boot_checked_at is None or boot_checked_at < snap.boot_time
 
 
 def classify(prev: Change | None, snap: Snapshot, source: str, *, runtime_class: str = "clone",
-             forced: str | None = None) -> Verdict:
+             forced: str | None = None, boot_checked_at: float | None = None) -> Verdict:
     """Decide the class of the change from ``prev`` (the last real record) to ``snap``."""
     if forced:
         if forced not in CLASSES:
@@ -83,7 +99,7 @@ def classify(prev: Change | None, snap: Snapshot, source: str, *, runtime_class:
         return Verdict(forced, f"forced to {forced}")
     if prev is None:
         return Verdict("first-seen", "no earlier generation recorded")
-    when = _at_boot(prev, snap, source)
+    when = _at_boot(prev, snap, source, boot_checked_at)
     if when is None:
         return Verdict("unknown", "manual check with no boot time to tell boot from run time")
     if not when:

@@ -24,16 +24,27 @@ def split_root(argv: list[str]) -> tuple[str | None, list[str]]:
     return root, rest
 
 
+def interrupted(prog: str) -> int:
+    """^C: one line, and the exit status sh gives a command killed by SIGINT."""
+    print(f"{prog}: interrupted", file=sys.stderr)
+    from . import exitcodes
+
+    return exitcodes.INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     root, rest = split_root(argv)
-    if rest[:1] == ["check"] and not any(a in ("--help", "-h") for a in rest):
-        from .fastcheck import run_check
+    try:
+        if rest[:1] == ["check"] and not any(a in ("--help", "-h") for a in rest):
+            from .fastcheck import run_check
 
-        return run_check(root or os.environ.get("VMGENC_ROOT") or "/", rest[1:])
-    from .cli import run
+            return run_check(root or os.environ.get("VMGENC_ROOT") or "/", rest[1:])
+        from .cli import run
 
-    return run(argv)
+        return run(argv)
+    except KeyboardInterrupt:
+        return interrupted("vmgenctl")
 
 
 def devd_main(argv: list[str] | None = None) -> int:
@@ -41,4 +52,7 @@ def devd_main(argv: list[str] | None = None) -> int:
     from .fastcheck import run_devd
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    return run_devd(os.environ.get("VMGENC_ROOT") or "/", argv)
+    try:
+        return run_devd(os.environ.get("VMGENC_ROOT") or "/", argv)
+    except KeyboardInterrupt:
+        return interrupted("vmgenc-devd")

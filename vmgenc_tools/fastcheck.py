@@ -29,6 +29,9 @@ RC_FILES = ("etc/defaults/rc.conf", "etc/rc.conf", "etc/rc.conf.local",
             "etc/rc.conf.d/vmgenc", "usr/local/etc/rc.conf.d/vmgenc")
 RACY_NS = 2_000_000_000  # files younger than this are not trusted to an mtime key
 SOURCES = ("boot", "devd", "manual")
+# Touched by every boot check (rc.d/vmgenc's shell fast path too): its mtime tells a
+# later manual check that this boot's check saw the recorded generation (classify).
+BOOT_CHECKED = "boot-checked"
 
 
 class UsageError(ValueError):
@@ -296,12 +299,32 @@ def parse_check_args(args: list[str]) -> dict[str, object]:
     return opts
 
 
+def _touch(path: str) -> None:
+    """Create or update ``path`` (a marker; a missing directory means no history yet)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o640))
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def missing_root(root: str) -> str:
+    """The one-line complaint about a ``--root`` that is not a directory."""
+    return (f"--root {root}: no such directory (check the path; "
+            f"'vmgenctl --root {root} sim init' creates a simulated VM there)")
+
+
 def run_check(root: str, args: list[str]) -> int:
     """``vmgenctl check``: the fast path first, the handler when something may have changed."""
     root = os.path.abspath(root)
+    if not os.path.isdir(root):  # a mistyped --root must not grow a tree or read as empty
+        print(f"vmgenctl: {missing_root(root)}", file=sys.stderr)
+        return exitcodes.USAGE
     try:
         opts = parse_check_args(list(args))
         values, dbdir = config_vars(root)
+        if opts["source"] == "boot" and not opts["dry_run"]:
+            _touch(os.path.join(under(root, dbdir), BOOT_CHECKED))
         if not opts["dry_run"] and opts["cls"] is None:
             line = live_line(root)
             state = settled_state(root, dbdir, line)
@@ -313,7 +336,11 @@ def run_check(root: str, args: list[str]) -> int:
                     now = Generation.from_hex(line.split()[0])
                     print(f"vmgenctl: the generation is {now}, not {expect}", file=sys.stderr)
                     return exitcodes.EXPECT_FAILED
-                return exitcodes.OK if state == "done" else exitcodes.PENDING_OR_FAILED
+                if state == "done":
+                    return exitcodes.OK
+                print("vmgenctl: the hooks of the current generation failed: see "
+                      "'vmgenctl status'; 'vmgenctl retry' runs them again", file=sys.stderr)
+                return exitcodes.PENDING_OR_FAILED
         from .config import from_vars
         from .handler import check
 

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from . import exitcodes, log
 from .classify import classify
 from .config import CLASSES, Config
-from .fastcheck import load_config, read_last_guid
+from .fastcheck import BOOT_CHECKED, load_config, read_last_guid
 from .generation import Generation
 from .history import (
     JOURNAL_NAME,
@@ -96,9 +96,10 @@ class Paths(Frozen):
     intent: str
     devd_event: str
     journal: str
+    boot_checked: str
 
     def __init__(self, dbdir: str, db: str, lock: str, last_guid: str, intent: str,
-                 devd_event: str, journal: str) -> None:
+                 devd_event: str, journal: str, boot_checked: str) -> None:
         self._set(locals())
 
     @classmethod
@@ -106,7 +107,14 @@ class Paths(Frozen):
         d = config.path(config.dbdir)
         j = os.path.join
         return cls(d, config.db_path, j(d, "lock"), j(d, "last-guid"), j(d, "intent"),
-                   j(d, "devd-event"), j(d, JOURNAL_NAME))
+                   j(d, "devd-event"), j(d, JOURNAL_NAME), j(d, BOOT_CHECKED))
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 def _fsync_dir(path: str) -> None:
@@ -361,7 +369,7 @@ class Reconciler:
             if intent is not None:
                 (forced, intent_sig), forced_by = intent, "intent"
         verdict = classify(prev, snap, src, runtime_class=self.config.runtime_class,
-                           forced=forced)
+                           forced=forced, boot_checked_at=_mtime(self.paths.boot_checked))
         return Change(
             source=src, cls=verdict.cls, status="pending",
             old_raw=prev.new_raw if prev else None, old_text=prev.new_text if prev else None,
@@ -544,6 +552,14 @@ class Reconciler:
             if result.status != "ok":
                 failed.append(hook.name)
                 stop = self.config.hook_stop_on_failure
+        planned = {h.name for h in hooks} if "plan" not in failed else None
+        for gone in [r for r in ch.latest_hooks() if planned is not None
+                     and r.status not in ("ok", "skipped") and r.name not in planned]:
+            # A hook that failed before and is no longer planned (taken out of the class's
+            # list, or its file removed): say so, or the record reads "done" beside "failed".
+            self._store(hist, ch, None, HookResult(gone.name, "skipped", output=(
+                "no longer planned: removed from the hook list or the hooks directory")),
+                unrecorded)
         status = "failed" if failed else "done"
         ch.status, ch.settled_at = status, utc_now()
         if recorded and not self.degraded:
@@ -802,7 +818,13 @@ def check(root: str, *, source: str = "manual", expect: Generation | None = None
     """``vmgenctl check`` past the fast path: reconcile now and report."""
     config = _setup(root, config)
     if dry_run:
-        return dry_run_report(config, source=source, forced=forced, planner=planner)
+        code = dry_run_report(config, source=source, forced=forced, planner=planner)
+        if expect is not None:  # the fence holds for a dry run too: it only reads
+            now = read_guids(get_backend(config.root))[0]
+            if now != expect:
+                print(f"vmgenctl: the generation is {now}, not {expect}", file=sys.stderr)
+                return exitcodes.EXPECT_FAILED
+        return code
     r = Reconciler(config, planner=planner)
     drive(r, _acquire_waiting(r.paths.lock), source=source, forced=forced)
     for ch in r.handled:

@@ -12,6 +12,7 @@ live GUIDs are not in the history yet: no check has run since the change).
 
 from __future__ import annotations
 
+import sys
 import time
 
 from . import exitcodes
@@ -89,7 +90,8 @@ def wait(root: str, since: Generation | None = None, timeout: float | None = Non
          interval: float = 0.1, config: Config | None = None,
          backend: Backend | None = None) -> int:
     """Block until unit 0's generation differs from ``since`` (default: the current one)
-    and its hooks have settled: 0 done · 1 settled with failed hooks · 5 timeout."""
+    and its hooks have settled: 0 settled (done, or failed: a line on stderr says so,
+    ``status`` exits 1) · 5 timeout (design §3)."""
     config = config or load_config(root)
     backend = backend if backend is not None else get_backend(root)
     base = since if since is not None else read_guids(backend)[0]
@@ -101,7 +103,9 @@ def wait(root: str, since: Generation | None = None, timeout: float | None = Non
             if state == "settled":
                 return exitcodes.OK
             if state == "failed":
-                return exitcodes.PENDING_OR_FAILED
+                print(f"vmgenctl: generation {guids[0]} settled, but hooks failed: see "
+                      "'vmgenctl status'; 'vmgenctl retry' runs them again", file=sys.stderr)
+                return exitcodes.OK
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             return exitcodes.TIMEOUT

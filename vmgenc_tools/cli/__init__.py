@@ -11,6 +11,7 @@ import os
 import click
 
 from .. import __version__, exitcodes
+from ..fastcheck import missing_root
 from .common import App, Ctx, Fail, run_app
 
 
@@ -29,9 +30,7 @@ def app(ctx: click.Context, root: str) -> None:
     if ctx.invoked_subcommand != "sim" and not os.path.isdir(root):
         # "sim init" creates its root, the other sim commands say "run sim init";
         # anything else would quietly report on nothing (an empty history, no hooks).
-        raise Fail(f"--root {root}: no such directory (check the path; "
-                   f"'vmgenctl --root {root} sim init' creates a simulated VM there)",
-                   exitcodes.USAGE)
+        raise Fail(missing_root(root), exitcodes.USAGE)
     os.environ["VMGENC_ROOT"] = root
     ctx.obj = Ctx(root=root)
 

@@ -64,13 +64,21 @@ def devd_command(ctx: Ctx | None, files: tuple[str, ...], run: bool, as_json: bo
 
     Without LINE, only parse the configuration.  Detach records (starting with
     "-") go after "--".  Exit 1 when the configuration does not parse, with
-    devd's own message.
+    devd's own message; exit 1 too, with a "model limit" message, when it holds
+    something this model cannot reproduce (real devd may accept it).
     """
-    from ..reference.devd import DevdConfigError, DevdShellError, load_devd
+    from ..reference.devd import DevdConfigError, DevdModelLimit, DevdShellError, load_devd
 
     root = ctx.root if ctx is not None else os.path.abspath(os.environ.get("VMGENC_ROOT", "/"))
     try:
         devd = load_devd(root, list(files) if files else None)
+    except DevdModelLimit as e:
+        # Not a devd error: the configuration may well be valid for the real devd.
+        for line in e.lines:
+            click.echo(f"vmgenctl: model limit: {line} (a limit of this devd model, "
+                       "not a devd error: real devd may accept this configuration)",
+                       err=True)
+        finish(1)
     except DevdConfigError as e:
         for line in e.lines:
             click.echo(line, err=True)

@@ -29,6 +29,12 @@ Modelled on the FreeBSD 14 sources (``sbin/devd/token.l``, ``parse.y``,
   match never succeeds (inverted: always).  Those are listed in
   :attr:`Devd.warnings`.  Matching works on bytes in the C locale; ``[[:<:]]``,
   ``\\<`` and their ends are word boundaries; ranges are by byte value.
+* **FreeBSD 14 ``kern`` shim** (``new_match`` in devd.cc): a ``match "kern" "…"``
+  (the variable *name* ``kern``, compared case-sensitively; no shorthand names it)
+  is read as ``match "kernel" "…"``, and devd logs (LOG_WARNING) ``Changing
+  deprecated system='kern' to new name 'kernel' in FILE line N.``, N being the
+  line of the ``;`` that ends the statement (see :attr:`Devd.warnings`).  FreeBSD
+  15 makes it fatal instead; the model follows 14.
 * **Dispatch**: blocks are stable-sorted by priority, highest first; only the
   first block whose matches all succeed runs (a block with matches and no action
   still swallows the event; an empty block is never registered).
@@ -417,8 +423,9 @@ class _Parser:
         if tok.kind == "MATCH":
             var = str(self.take("STRING").value)
             pattern = str(self.take("STRING").value)
-            self.take("SEMICOLON")
-            block.tests.append(self.devd.make_match(var, pattern, self.shown, tok.line))
+            end = self.take("SEMICOLON")
+            block.tests.append(self.devd.make_match(var, pattern, self.shown, tok.line,
+                                                    end_line=end.line))
             return
         value = str(self.take("STRING").value)
         self.take("SEMICOLON")
@@ -476,8 +483,16 @@ class Devd:
         self.files.append(shown)
         _Parser(self, tokens, shown).parse()
 
-    def make_match(self, var: str, source: str, shown: str, line: int) -> Match:
-        """devd's ``match`` constructor: expand ``$vars`` now, regcomp (failures kept)."""
+    def make_match(self, var: str, source: str, shown: str, line: int,
+                   end_line: int | None = None) -> Match:
+        """devd's ``new_match`` and ``match`` constructor: FreeBSD 14's ``kern`` →
+        ``kernel`` rename (warned at ``end_line``, where yacc reduces the rule), then
+        expand ``$vars`` now, regcomp (failures kept)."""
+        if var == "kern":
+            self.warnings.append(
+                "Changing deprecated system='kern' to new name 'kernel' in "
+                f"{shown} line {line if end_line is None else end_line}.")
+            var = "kernel"
         inverted = source.startswith("!")
         regex = expand(source[1:] if inverted else source, self._global, quote=False,
                        prefix="^", suffix="$")
@@ -650,12 +665,21 @@ def _detect_shell(override: str | None) -> str:
             return override
         raise DevdShellError(f"{SHELL_ENV}={override} does not decode $'...' as FreeBSD's "
                              "sh does: point it at FreeBSD sh or bash")
+    return pick_shell(_shell_candidates())
+
+
+def _shell_candidates() -> list[str]:
+    """Where :func:`detect_shell` looks, in order: /bin/sh, bash in PATH, the usual bash."""
     candidates = ["/bin/sh"]
     for name in ("bash",):
         found = shutil.which(name)
         if found:
             candidates.append(found)
-    candidates += ["/bin/bash", "/usr/local/bin/bash"]
+    return candidates + ["/bin/bash", "/usr/local/bin/bash"]
+
+
+def pick_shell(candidates: list[str]) -> str:
+    """The first executable of ``candidates`` that passes the ``$'…'`` probe."""
     tried = []
     for path in dict.fromkeys(candidates):
         if os.access(path, os.X_OK):
