@@ -127,6 +127,37 @@ def test_status_pending_after_an_interrupted_run(root):
     assert st["state"] == "pending" and [p["new_guid"] for p in st["pending"]] == [G2]
 
 
+def test_status_json_shows_a_hook_running_then_its_attempt_and_output(root):
+    """vmgenctl(8): ``running`` while a reconcile runs the hook; ``attempt`` and ``output``."""
+    cli(root, "check")
+    set_guid(root, G2)
+    seen = []
+
+    def look(ctx):
+        r = cli(root, "status", "--json")
+        seen.append((r.exit_code, json.loads(r.stdout)))
+
+    cfg = config.from_vars({"vmgenc_hooks_clone": "site"}, root)
+    log = os.path.join(root, "hooks.log")
+    assert handler.check(root, config=cfg, planner=lambda c, k: [
+        RecordingHook("a", log, action=look), RecordingHook("bad", log, fail=True)]) == 1
+    (code, st), = seen
+    assert code == exitcodes.PENDING_OR_FAILED and st["state"] == "pending"
+    (hook,) = st["last_change"]["hooks"]
+    assert (hook["name"], hook["status"], hook["attempt"]) == ("a", "running", 1)
+    assert hook["exit_code"] is None and hook["duration_s"] is None
+    assert [p["id"] for p in st["pending"]] == [st["last_change"]["id"]]
+    rec = json.loads(cli(root, "history", "--json").output)[-1]
+    assert [(h["name"], h["status"], h["attempt"]) for h in rec["hooks"]] == [
+        ("a", "ok", 1), ("bad", "failed", 1)]
+    assert rec["warning"] is None
+    assert [h["output"] for h in rec["hooks"]] == ["fine\n", "boom\nit broke\n"]
+    assert handler.retry(root, config=cfg, planner=lambda c, k: [
+        RecordingHook("a", log), RecordingHook("bad", log, fail=True)]) == 1
+    rec = json.loads(cli(root, "history", "--json").output)[-1]
+    assert [(h["name"], h["attempt"]) for h in rec["hooks"]] == [("a", 1), ("bad", 2)]
+
+
 def test_status_no_device_exit_3_one_line(tmp_path):
     r0 = str(tmp_path / "r")
     os.makedirs(r0)
@@ -181,6 +212,43 @@ def test_history_since(root):
     assert r.exit_code == exitcodes.USAGE and "ISO-8601" in r.output
 
 
+@pytest.mark.parametrize("since", ["", "  ", "yesterday", "9999-12-31T23:59:59-23:00"])
+def test_history_since_empty_or_unparsable_is_a_usage_error(root, since):
+    """Never silently ignored (an empty --since used to list everything); out of range once
+    in UTC is the same one-line usage error, not a traceback."""
+    _three_changes(root)
+    want = (f"vmgenctl: --since: not an ISO-8601 time: {since!r} (e.g. 2024-05-01, "
+            "2024-05-01T12:00 or 2024-05-01T12:00:00Z)\n")
+    r = cli(root, "history", "--since", since, "--json")
+    assert (r.exit_code, r.stdout, r.stderr) == (exitcodes.USAGE, "", want)
+    p = script(root, "history", "--since", since)
+    assert (p.returncode, p.stdout, p.stderr) == (exitcodes.USAGE, "", want)
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "two"])
+def test_history_last_must_be_a_whole_number_from_1(root, n):
+    _three_changes(root)
+    for args in (["-n", n], [f"--last={n}"]):
+        r = cli(root, "history", *args)
+        assert r.exit_code == exitcodes.USAGE and r.stdout == "", (args, r.output)
+        assert "no changes recorded" not in r.output
+        assert r.stderr.startswith("vmgenctl: ") and r.stderr.count("\n") == 1
+        assert "'-n' / '--last'" in r.stderr and "vmgenctl history --help" in r.stderr
+    p = script(root, "history", "-n", n)
+    assert p.returncode == exitcodes.USAGE and p.stdout == "" and p.stderr.count("\n") == 1
+    assert "Traceback" not in p.stderr
+    assert [x["new_guid"] for x in json.loads(cli(root, "history", "-n", "1",
+                                                  "--json").output)] == [G3]
+
+
+def _table_changes(root):
+    """first-seen, a clone whose hooks partly failed, a restore: the widest usual rows."""
+    cli(root, "check")
+    fail_change(root, G2)
+    set_guid(root, G3)
+    cli(root, "check", "--class", "restore")
+
+
 def test_history_table_local_time_and_terminal_width(root):
     _three_changes(root)
     wide = cli(root, "history", env={"COLUMNS": "200"})
@@ -192,9 +260,53 @@ def test_history_table_local_time_and_terminal_width(root):
     local = datetime.fromisoformat(h[0]["detected_at"]).astimezone().strftime(
         "%Y-%m-%d %H:%M:%S")
     assert local in lines[1]
-    narrow = cli(root, "history", env={"COLUMNS": "70"})
-    assert all(len(ln) <= 70 for ln in narrow.output.splitlines()), narrow.output
-    assert G3 not in narrow.output and G3[:6] in narrow.output
+
+
+# The narrowest rows with whole GUIDs for _table_changes: "ID  CLASS  STATUS  NEW GUID" is
+# 2+2 + 10+2 ("first-seen") + 6+2 ("failed") + 36 = 60 columns.  Below that the GUID is cut.
+MIN_WHOLE_GUID_WIDTH = 60
+
+
+@pytest.mark.parametrize("columns,head", [
+    (100, ["ID", "DETECTED", "CLASS", "STATUS", "HOOKS", "NEW", "GUID"]),
+    (86, ["ID", "DETECTED", "CLASS", "STATUS", "HOOKS", "NEW", "GUID"]),  # HOOKS abbreviated
+    (80, ["ID", "DETECTED", "CLASS", "STATUS", "NEW", "GUID"]),
+    (MIN_WHOLE_GUID_WIDTH, ["ID", "CLASS", "STATUS", "NEW", "GUID"]),
+])
+@pytest.mark.parametrize("via", ["click", "script"])
+def test_history_table_fits_the_width_with_whole_guids(root, columns, head, via):
+    """Other columns give way (seconds, SOURCE, HOOKS, the time) so GUIDs stay whole."""
+    _table_changes(root)
+    env = {"COLUMNS": str(columns)}
+    if via == "click":
+        r = cli(root, "history", env=env)
+        code, out = r.exit_code, r.output
+    else:
+        p = script(root, "history", env=dict(os.environ, **env))
+        code, out = p.returncode, p.stdout
+    assert code == 0, out
+    lines = out.splitlines()
+    assert len(lines) == 4 and lines[0].split() == head, out
+    assert all(len(ln) <= columns for ln in lines), [len(ln) for ln in lines]
+    for line, guid in zip(lines[1:], (G0, G2, G3)):
+        assert line.endswith(f"  {guid}"), line
+    assert "~" not in out
+    if "DETECTED" in head:  # without seconds once SOURCE has to go
+        t = json.loads(cli(root, "history", "--json").output)[1]["detected_at"]
+        local = datetime.fromisoformat(t).astimezone()
+        assert f"  {local:%Y-%m-%d %H:%M}  clone" in lines[2]
+    if "HOOKS" in head:
+        assert ("1/2 ok" if columns < 94 else "1 ok, 1 failed") in lines[2]
+
+
+def test_history_table_cuts_guids_only_below_the_minimum(root):
+    _table_changes(root)
+    r = cli(root, "history", env={"COLUMNS": str(MIN_WHOLE_GUID_WIDTH - 1)})
+    lines = r.output.splitlines()
+    assert all(len(ln) <= MIN_WHOLE_GUID_WIDTH - 1 for ln in lines), r.output
+    assert G3 not in r.output and lines[3].endswith(f"  {G3[:34]}~")
+    r = cli(root, "history", env={"COLUMNS": "20"})  # the GUID keeps 8 columns: wider than 20
+    assert r.output.splitlines()[3].endswith(f"  {G3[:7]}~")
 
 
 def test_history_csv(root):
@@ -294,10 +406,30 @@ def test_wait_timeout_and_settle(root):
     assert cli(root, "wait", "--since", "nope").exit_code == exitcodes.USAGE
 
 
-def test_wait_reports_failed_hooks(root):
+@pytest.mark.parametrize("since", ["nope", ""])
+def test_wait_bad_since_names_the_option(root, since):
+    """An empty --since is not "the current one": it is a bad GUID too."""
+    cli(root, "check")
+    want = (f"vmgenctl: --since: not a GUID: {since!r} (expected 8-4-4-4-12 hex digits, "
+            "e.g. 324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87)\n")
+    r = cli(root, "wait", "--since", since, "--timeout", "0")
+    assert (r.exit_code, r.stdout, r.stderr) == (exitcodes.USAGE, "", want)
+    p = script(root, "wait", "--since", since, "--timeout", "0")
+    assert (p.returncode, p.stdout, p.stderr) == (exitcodes.USAGE, "", want)
+
+
+def test_wait_settles_on_failed_hooks_exit_0_with_a_note(root):
+    """Settled is settled (design §3: 0 or 5): failed hooks are a note on stderr from wait
+    and exit 1 from status."""
     cli(root, "check")
     fail_change(root)
-    assert cli(root, "wait", "--since", G0, "--timeout", "1").exit_code == 1
+    r = cli(root, "wait", "--since", G0, "--timeout", "1")
+    p = script(root, "wait", "--since", G0, "--timeout", "1")
+    for code, out, err in ((r.exit_code, r.stdout, r.stderr), (p.returncode, p.stdout, p.stderr)):
+        assert (code, out) == (exitcodes.OK, "")
+        assert err.startswith("vmgenctl: ") and err.count("\n") == 1, err
+        assert G2 in err and "hooks failed" in err and "vmgenctl retry" in err
+    assert cli(root, "status").exit_code == exitcodes.PENDING_OR_FAILED
 
 
 def test_wait_console_script_timeout(root):

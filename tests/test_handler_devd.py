@@ -175,7 +175,7 @@ def test_devd_without_device_exits_3_and_logs(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_wait_library_reports_timeout_pending_settled_and_failed(devd_env):
+def test_wait_library_reports_timeout_pending_settled_and_failed(devd_env, capsys):
     """``status.wait``: 5 until the generation moved *and* its hooks settled; 0 done; 1 failed."""
     env = devd_env
     g0 = Generation.parse(G0)
@@ -195,6 +195,8 @@ def test_wait_library_reports_timeout_pending_settled_and_failed(devd_env):
     broken = [RecordingHook("x", env.log, fail=True)]
     assert handler.check(env.root, config=env.cfg,
                          planner=lambda c, k: broken) == exitcodes.PENDING_OR_FAILED
+    # settled, if with failed hooks: wait is done (design §3: 0 · 5); status says "failed"
     assert wait(env.root, since=Generation.parse(G2), timeout=60, interval=0.02,
-                config=env.cfg) == exitcodes.PENDING_OR_FAILED
+                config=env.cfg) == exitcodes.OK
+    assert "hooks failed" in capsys.readouterr().err
     assert status(env.root, config=env.cfg)["state"] == "failed"

@@ -90,6 +90,26 @@ def test_replacement_is_atomic_a_reader_keeps_the_whole_old_seed(root):
             os.close(fd)
 
 
+def test_seed_comes_from_the_running_kernel_not_from_the_root(root, mocker):
+    """``${root}/dev/random`` is a file of the tree being handled: never a source of seed."""
+    os.makedirs(os.path.join(root, "dev"))
+    with open(os.path.join(root, "dev", "random"), "wb") as f:
+        f.write(OLD)
+    opened = []
+    real_open = os.open
+
+    def spy(path, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        opened.append(path)
+        return real_open(path, *a, **kw)
+
+    mocker.patch("os.open", side_effect=spy)
+    result = run(root)
+    assert result.status == "ok", result.output
+    assert entropy.RANDOM_DEVICE in opened
+    assert os.path.join(root, "dev", "random") not in opened
+    assert all(OLD[:64] not in data for data in seeds(root).values())
+
+
 def test_empty_rc_conf_value_means_the_default(root):
     """rc.d/random reads ``${entropy_file:=/entropy}``: an empty value is not NO."""
     with open(os.path.join(root, "etc", "rc.conf"), "a") as f:

@@ -35,7 +35,12 @@ def names(hooks) -> list[str]:
 
 
 def run_all(hooks, ctx) -> list[HookResult]:
-    """What the handler does (without stop-on-failure): every hook, in order."""
+    """Every hook, in order, unconditionally: the runner's part only.
+
+    Whether a failed or refused hook stops the next is the handler's decision
+    (``vmgenc_hook_stop_on_failure``), tested through the real reconcile in
+    test_handler_hook_failures.py.
+    """
     return [h.run(ctx) for h in hooks]
 
 
@@ -55,14 +60,14 @@ def problems_of(root: str, name: str) -> list[str]:
 # -- order and names -------------------------------------------------------------------------
 
 
-def test_plan_order_builtins_then_site_in_lexical_order_at_the_site_token(root):
+def test_plan_order_builtins_then_site_hooks_in_lexical_order(root):
     log_file = os.path.join(root, "ran")
     for n in ("20-b", "10-a", "05-first", "Z-upper", "100-c"):
         add_hook(root, n, f'echo {n} >> "$VMGENC_ROOT/ran"')
-    plan = runner.plan(config.load(root), "clone")
-    assert names(plan) == ["hostid", "site:05-first", "site:10-a", "site:100-c", "site:20-b",
-                           "site:Z-upper", "entropy"]
-    results = run_all(plan[1:-1], ctx_for(root))
+    plan = runner.plan(config.load(root), "clone")  # vmgenc_hooks_clone="hostid site entropy"
+    assert names(plan) == ["hostid", "entropy", "site:05-first", "site:10-a", "site:100-c",
+                           "site:20-b", "site:Z-upper"]
+    results = run_all(plan[2:], ctx_for(root))
     assert [r.status for r in results] == ["ok"] * 5
     with open(log_file) as f:
         assert f.read().split() == ["05-first", "10-a", "100-c", "20-b", "Z-upper"]
@@ -80,12 +85,20 @@ def test_default_lists_run_builtins_by_name_then_site_hooks(kernel_root):
     assert runner.plan(cfg, "first-seen") == []
 
 
-def test_site_token_position_is_kept(root):
-    write_rc_conf(root, hooks_clone="site sshd_keys", hooks_restore="entropy")
+def test_site_hooks_run_after_the_builtins_wherever_site_stands(root):
+    """Design §4.6: built-ins by name, *then* site hooks; ``site`` first changes nothing."""
+    write_rc_conf(root, hooks_clone="site sshd_keys", hooks_restore="entropy",
+                  hooks_platform_restart="entropy site hostid",
+                  hooks_unknown="site entropy site entropy")
     add_hook(root, "10-a", "true")
+    add_hook(root, "20-b", "true")
     cfg = config.load(root)
-    assert names(runner.plan(cfg, "clone")) == ["site:10-a", "sshd_keys"]
-    assert names(runner.plan(cfg, "restore")) == ["entropy"]
+    assert names(runner.plan(cfg, "clone")) == ["sshd_keys", "site:10-a", "site:20-b"]
+    # the built-ins keep the order the list gives them, and the site hooks come last
+    assert names(runner.plan(cfg, "platform-restart")) == ["entropy", "hostid", "site:10-a",
+                                                           "site:20-b"]
+    assert names(runner.plan(cfg, "unknown")) == ["entropy", "site:10-a", "site:20-b"]  # once
+    assert names(runner.plan(cfg, "restore")) == ["entropy"]  # no ``site``: no site hooks
     assert runner.plan(cfg, "first-seen") == []
 
 
@@ -166,14 +179,14 @@ def test_output_tail_kept_and_every_line_logged(root):
     assert logged[0].endswith(": line 1")
 
 
-def test_failing_hook_does_not_stop_the_next(root):
+def test_a_failing_hook_is_failed_with_its_exit_code_and_output(root):
+    """The runner's side only; that it does not stop the next is test_handler_hook_failures."""
     add_hook(root, "10-fail", 'echo "broken"; exit 3')
     add_hook(root, "20-next", 'touch "$VMGENC_ROOT/next-ran"')
     results = run_all(runner.plan(config.load(root), "restore"), ctx_for(root, cls="restore"))
     assert [(r.name, r.status, r.exit_code) for r in results] == [
         ("site:10-fail", "failed", 3), ("site:20-next", "ok", 0)]
     assert "broken" in results[0].output
-    assert os.path.exists(os.path.join(root, "next-ran"))
     assert config.load(root).hook_stop_on_failure is False
     write_rc_conf(root, hooks_restore="site", hook_stop_on_failure="YES")
     assert config.load(root).hook_stop_on_failure is True  # exposed; the handler applies it
@@ -428,10 +441,13 @@ def test_a_hook_made_writable_after_planning_is_refused_when_run(root):
     assert not os.path.exists(os.path.join(root, "ran"))
 
 
-def test_refused_hook_does_not_stop_the_next(root):
+def test_a_refused_hook_is_planned_and_a_trusted_one_beside_it_is_not(root):
+    """Refusal is per file; that it does not stop the next is test_handler_hook_failures."""
     add_hook(root, "10-bad", MARK, mode=0o777)
     add_hook(root, "20-good", 'touch "$VMGENC_ROOT/good"')
-    results = run_all(runner.plan(config.load(root), "restore"), ctx_for(root, cls="restore"))
+    plan = runner.plan(config.load(root), "restore")
+    assert [(h.name, h.refused) for h in plan] == [("site:10-bad", True), ("site:20-good", False)]
+    results = run_all(plan, ctx_for(root, cls="restore"))
     assert [r.status for r in results] == ["refused", "ok"]
     assert os.path.exists(os.path.join(root, "good"))
     assert not os.path.exists(os.path.join(root, "ran"))
@@ -475,8 +491,8 @@ def test_cli_list(root, capsys):
     doc = json.loads(capsys.readouterr().out)
     clone = doc["classes"]["clone"]
     assert [(h["name"], h["kind"], h["status"]) for h in clone] == [
-        ("hostid", "built-in", "enabled"), ("site:10-good", "site", "enabled"),
-        ("site:20-bad", "site", "refused"), ("entropy", "built-in", "enabled")]
+        ("hostid", "built-in", "enabled"), ("entropy", "built-in", "enabled"),
+        ("site:10-good", "site", "enabled"), ("site:20-bad", "site", "refused")]
     assert doc["classes"]["first-seen"] == []
     assert len(doc["problems"]) == 1 and "20-bad" in doc["problems"][0]
     assert cli(root, "list") == 1

@@ -413,6 +413,72 @@ def test_types_not_configured_are_left_alone_unless_told(ssh_root):
     assert os.path.exists(keys["ed25519"])
 
 
+def test_remove_other_keeps_a_key_that_a_hostkey_line_names(ssh_root):
+    """WAA-353: removing a key sshd_config still names leaves sshd failing to load it.
+
+    Only the key no ``HostKey`` line names goes; the named one stays, with a
+    warning that says which line keeps it, and the dry run says the same.
+    The ``./`` spelling (in an included file) still names the default file.
+    """
+    ssh_dir = os.path.join(ssh_root, "etc", "ssh")
+    os.makedirs(os.path.join(ssh_dir, "sshd_config.d"), mode=0o755)
+    with open(os.path.join(ssh_dir, "sshd_config"), "w") as f:
+        f.write("# keys\nHostKey /etc/ssh/ssh_host_ed25519_key\nInclude sshd_config.d/*.conf\n")
+    with open(os.path.join(ssh_dir, "sshd_config.d", "10-rsa.conf"), "w") as f:
+        f.write("\nHostKey /etc/ssh/./ssh_host_rsa_key\n")
+    write_rc_conf(ssh_root, ssh_keytypes="ed25519", ssh_remove_other="YES")
+    keys = default_keys(ssh_root)
+    before = {t: (read_bytes(p), read_bytes(p + ".pub")) for t, p in keys.items()}
+    kept = ('warning: /etc/ssh/ssh_host_rsa_key (rsa, not in vmgenc_ssh_keytypes) is kept '
+            'despite vmgenc_ssh_remove_other=YES: named by "HostKey /etc/ssh/./ssh_host_rsa_key"'
+            " (/etc/ssh/sshd_config.d/10-rsa.conf line 2), and sshd fails to load a named key"
+            " that is gone")
+
+    dry = run_hook(ssh_root, dry_run=True)
+    assert dry.status == "ok", dry.output
+    assert kept in dry.output
+    lines = dry.output.splitlines()
+    assert ("would remove /etc/ssh/ssh_host_ecdsa_key(.pub) (ecdsa not configured, named by no"
+            " HostKey line)") in lines
+    assert not [line for line in lines if line.startswith("would remove /etc/ssh/ssh_host_rsa")]
+    assert {t: (read_bytes(p), read_bytes(p + ".pub")) for t, p in keys.items()} == before
+
+    sink = log.capture()
+    try:
+        result = run_hook(ssh_root)
+    finally:
+        log.stop_capture(sink)
+    assert result.status == "ok", result.output
+    assert (read_bytes(keys["rsa"]), read_bytes(keys["rsa"] + ".pub")) == before["rsa"]
+    assert kept in result.output
+    assert any(lvl == "warning" and m.startswith("sshd_keys: " + kept[len("warning: "):])
+               for lvl, m in sink)
+    assert "removed /etc/ssh/ssh_host_rsa_key" not in result.output
+    assert not os.path.exists(keys["ecdsa"]) and not os.path.exists(keys["ecdsa"] + ".pub")
+    assert "removed /etc/ssh/ssh_host_ecdsa_key" in result.output
+    assert read_bytes(keys["ed25519"]) != before["ed25519"][0]
+
+
+def test_real_sshd_still_loads_every_named_key_after_remove_other(sshd):
+    """sshd names all three keys; with only ed25519 configured it keeps serving all three."""
+    root = sshd.root
+    write_rc_conf(root, ssh_keytypes="ed25519", ssh_remove_other="YES")
+    old = pub_blobs(default_keys(root))
+    result = run_hook(root)
+    assert result.status == "ok", result.output
+    assert f"reloaded sshd (SIGHUP to pid {sshd.proc.pid})" in result.output
+    assert "removed " not in result.output
+    for t in ("rsa", "ecdsa"):
+        assert f"/etc/ssh/ssh_host_{t}_key ({t}, not in vmgenc_ssh_keytypes) is kept" \
+            in result.output
+    wait_for(lambda: sshd.log().count("Server listening on 127.0.0.1") >= 2, "sshd to restart")
+    scan = wait_for(lambda: (lambda k: k if len(k) == 3 else None)(keyscan(sshd.port)),
+                    "a full keyscan")
+    assert scan == {**old, "ed25519": pub_blobs(default_keys(root))["ed25519"]}
+    assert scan["ed25519"] != old["ed25519"]
+    assert "Unable to load host key" not in sshd.log()
+
+
 def test_rsa_bits_and_comment(ssh_root):
     write_rc_conf(ssh_root, ssh_keytypes="rsa", ssh_rsa_bits="2048")
     assert run_hook(ssh_root).status == "ok"

@@ -53,6 +53,36 @@ def test_sim_init_rejects_an_unknown_hypervisor(tmp_path, capsys):
     assert not os.path.exists(str(tmp_path / "vm" / ".vmgenc-sim"))
 
 
+@pytest.mark.parametrize("guid", ["nonsense", "", "324e6eaf-d1d1-4bf6-bf41"])
+def test_sim_init_bad_guid_names_the_option(tmp_path, capsys, guid):
+    """As ``--smbios-uuid`` does; an empty ``--guid`` is not "random"; nothing is created."""
+    r = str(tmp_path / "vm")
+    assert sim(r, "init", "--guid", guid) == exitcodes.USAGE
+    err = capsys.readouterr().err
+    assert err == (f"vmgenctl: --guid: not a GUID: {guid!r} (expected 8-4-4-4-12 hex digits, "
+                   "e.g. 324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87)\n")
+    assert not os.path.exists(r)
+    assert sim(r, "init", "--smbios-uuid", "nonsense") == exitcodes.USAGE
+    assert capsys.readouterr().err.startswith("vmgenctl: --smbios-uuid 'nonsense' ")
+
+
+def test_sim_init_bad_guid_via_the_console_script(tmp_path):
+    vmgenctl = os.path.join(os.path.dirname(sys.executable), "vmgenctl")
+    p = subprocess.run([vmgenctl, "--root", str(tmp_path / "vm"), "sim", "init", "--guid",
+                        "nonsense"], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout) == (exitcodes.USAGE, "")
+    assert p.stderr.startswith("vmgenctl: --guid: not a GUID: 'nonsense' (expected ")
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("command", ["clone", "restore", "cold-clone"])
+def test_sim_change_bad_guid_names_the_option(root, capsys, command):
+    before = SimulatedVM(root).cached_guids()
+    assert sim(root, command, "--guid", "zz") == exitcodes.USAGE
+    assert capsys.readouterr().err.startswith("vmgenctl: --guid: not a GUID: 'zz' (expected ")
+    assert SimulatedVM(root).cached_guids() == before
+
+
 def test_sim_sysctl_renderings(root, capfdbinary):
     assert sim(root, "sysctl", "dev.vmgenc.0.guid") == 0
     assert capfdbinary.readouterr().out == b""
@@ -95,13 +125,17 @@ def test_sim_restore_with_a_broken_devd_conf_keeps_the_record(root, capsys):
 
 @pytest.mark.parametrize("command", ["boot", "reboot"])
 def test_sim_boot_runs_the_boot_check_and_returns_its_status(root, capsys, command):
+    """The fixture's init runs no check, so this boot's check is the first: the GUID is
+    ``first-seen``, which runs no identity hooks by default, so it settles ``done``, exit 0."""
     assert os.path.exists(os.path.join(root, "etc", "rc.conf"))
+    assert not os.path.exists(os.path.join(root, "var", "db", "vmgenc", "last-guid"))
     rc = sim(root, command)
     with open(os.path.join(root, "var", "db", "vmgenc", "last-guid")) as f:
         line1, line2 = f.read().splitlines()[:2]
     live = SimulatedVM(root).cached_guids()[0]
-    assert line1 == live.hex                         # qemu guid fixed: same GUID, recorded
-    assert rc == (exitcodes.OK if line2 == "done" else exitcodes.PENDING_OR_FAILED)
+    assert line1 == live.hex == QEMU_DUMP             # qemu guid fixed: same GUID, recorded
+    assert (rc, line2) == (exitcodes.OK, "done")
+    assert f"first-seen: (first seen) -> {QEMU_GUID}: done" in capsys.readouterr().out
 
 
 def test_sim_cold_clone_then_clone_refused_until_boot(root, capsys):

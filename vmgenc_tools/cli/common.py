@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from .. import exitcodes
+
+if TYPE_CHECKING:
+    from ..generation import Generation
 
 COMPLETE_VAR = "_VMGENCTL_COMPLETE"
 
@@ -33,6 +36,19 @@ class Fail(click.ClickException):
 
     def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
         click.echo(f"vmgenctl: {self.format_message()}", err=True)
+
+
+def guid_option(option: str, text: str) -> Generation:
+    """The GUID given to ``option`` (text or raw hex); a usage error naming the option if not.
+
+    The message is the parser's, prefixed: ``--since: not a GUID: 'x' (expected …)``.
+    """
+    from ..generation import Generation, GenerationError
+
+    try:
+        return Generation.parse(text)
+    except GenerationError as e:
+        raise Fail(f"{option}: {e}", exitcodes.USAGE) from None
 
 
 def as_fail(exc: BaseException) -> Fail | None:
@@ -93,7 +109,7 @@ class App(click.Group):
             return e.exit_code
         except click.exceptions.Abort:
             click.echo("vmgenctl: interrupted", err=True)
-            return 130
+            return exitcodes.INTERRUPTED
         sys.stdout.flush()
         return rv if isinstance(rv, int) else 0
 

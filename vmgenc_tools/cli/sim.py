@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import exitcodes
-from .common import Ctx, Fail, finish
+from .common import Ctx, Fail, finish, guid_option
 
 if TYPE_CHECKING:
     from ..reference.vm import ChangeResult, SimulatedVM
@@ -87,6 +87,7 @@ def sim(ctx: click.Context) -> None:
 def init_cmd(ctx: Ctx, hypervisor: str, guid: str | None, smbios_uuid: str | None,
              units: int) -> None:
     """Create the VM: sandbox tree, host keys, configs, first boot (driver attached)."""
+    _check_guid(guid)
     vm = _vm(ctx)
     _call(vm.init, hypervisor, guid=guid, smbios_uuid=smbios_uuid, units=units)
     info = vm.info()
@@ -120,7 +121,14 @@ def reboot_cmd(ctx: Ctx) -> None:
     finish(_power_cycle(ctx, "reboot"))
 
 
+def _check_guid(guid: str | None) -> None:
+    """``--guid`` must parse (an empty one too), and the message names the option."""
+    if guid is not None:
+        guid_option("--guid", guid)
+
+
 def _runtime(ctx: Ctx, op: str, guid: str | None) -> None:
+    _check_guid(guid)
     vm = _vm(ctx)
     res = _call(getattr(vm, op), guid)
     _print_change(res)
@@ -150,6 +158,7 @@ def restore_cmd(ctx: Ctx, guid: str | None) -> None:
 @click.pass_obj
 def cold_clone_cmd(ctx: Ctx, guid: str | None, smbios_uuid: str | None) -> None:
     """Offline copy: new GUID, SMBIOS UUID and MACs; no event; the VM stays off."""
+    _check_guid(guid)
     vm = _vm(ctx)
     res = _call(vm.cold_clone, guid, smbios_uuid)
     info = vm.info()

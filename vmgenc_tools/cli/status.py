@@ -18,7 +18,7 @@ import click
 
 from .. import exitcodes
 from ..config import CLASSES
-from .common import Ctx, Fail
+from .common import Ctx, Fail, guid_option
 
 T = TypeVar("T")
 
@@ -38,11 +38,11 @@ def _guard(fn: Callable[[], T]) -> T:
         raise Fail(message_for(e), code) from None
 
 
-def local_time(iso: str | None) -> str:
+def local_time(iso: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     """A stored UTC time as local time for people (``--json`` keeps UTC)."""
     if not iso:
         return "-"
-    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromisoformat(iso).astimezone().strftime(fmt)
 
 
 def parse_since(text: str) -> str:
@@ -52,12 +52,12 @@ def parse_since(text: str) -> str:
         t = t[:-1] + "+00:00"
     try:
         dt = datetime.fromisoformat(t)
-    except ValueError:
-        raise Fail(f"--since {text!r}: not an ISO-8601 time (e.g. 2024-05-01, "
-                   "2024-05-01T12:00, 2024-05-01T12:00:00Z)", exitcodes.USAGE) from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()
-    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        if dt.tzinfo is None:
+            dt = dt.astimezone()
+        return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError):  # empty, not ISO, or out of range once in UTC
+        raise Fail(f"--since: not an ISO-8601 time: {text!r} (e.g. 2024-05-01, "
+                   "2024-05-01T12:00 or 2024-05-01T12:00:00Z)", exitcodes.USAGE) from None
 
 
 def _hooks_summary(hooks: list[dict]) -> str:
@@ -131,32 +131,68 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
 # -- history -----------------------------------------------------------------------------------
 
 
+def _hooks_short(hooks: list[dict]) -> str:
+    """``HOOKS`` abbreviated: how many of the hooks are ``ok`` (``1/2 ok``)."""
+    if not hooks:
+        return "-"
+    return f"{sum(1 for h in hooks if h['status'] == 'ok')}/{len(hooks)} ok"
+
+
+_COLUMNS: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "id": ("ID", lambda r: str(r["id"])),
+    "detected": ("DETECTED", lambda r: local_time(r["detected_at"])),
+    "detected_min": ("DETECTED", lambda r: local_time(r["detected_at"], "%Y-%m-%d %H:%M")),
+    "date": ("DATE", lambda r: local_time(r["detected_at"], "%Y-%m-%d")),
+    "source": ("SOURCE", lambda r: str(r["source"])),
+    "class": ("CLASS", lambda r: str(r["class"])),
+    "status": ("STATUS", lambda r: str(r["status"])),
+    "hooks": ("HOOKS", lambda r: _hooks_summary(r["hooks"])),
+    "hooks_short": ("HOOKS", lambda r: _hooks_short(r["hooks"])),
+}
+
+# Richest first; the first layout whose rows fit the terminal is used.  The GUID is never cut
+# while a layout fits: the other columns are shortened or dropped, in this order.
+_LAYOUTS: tuple[tuple[tuple[str, ...], bool], ...] = (
+    (("id", "detected", "source", "class", "status", "hooks"), True),  # OLD -> NEW
+    (("id", "detected", "source", "class", "status", "hooks"), False),  # NEW GUID only
+    (("id", "detected_min", "source", "class", "status", "hooks"), False),
+    (("id", "detected_min", "class", "status", "hooks"), False),
+    (("id", "detected_min", "class", "status", "hooks_short"), False),
+    (("id", "detected_min", "class", "status"), False),
+    (("id", "date", "class", "status"), False),
+    (("id", "class", "status"), False),
+)
+GAP = "  "
+
+
 def _table(records: list[dict], width: int) -> list[str]:
-    """Rows sized to ``width``: full GUIDs when they fit, then the new one only, then short."""
-    fixed = [("ID", lambda r: str(r["id"])),
-             ("DETECTED", lambda r: local_time(r["detected_at"])),
-             ("SOURCE", lambda r: str(r["source"])),
-             ("CLASS", lambda r: str(r["class"])),
-             ("STATUS", lambda r: str(r["status"])),
-             ("HOOKS", lambda r: _hooks_summary(r["hooks"]))]
-    cells = [[f(r) for _, f in fixed] for r in records]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (h, _) in enumerate(fixed)]
-    used = sum(widths) + 2 * len(widths)
+    """Rows at most ``width`` wide, with whole GUIDs (the hypervisor's form, to be copied).
 
-    def guid(g: str | None, n: int | None) -> str:
-        g = g or "-"
-        return g if n is None or len(g) <= n else g[: n - 1] + "~"
+    Both GUIDs when they fit; then the new one only, with the other columns shortened or
+    dropped (see :data:`_LAYOUTS`); only when even ``ID CLASS STATUS NEW GUID`` does not fit
+    is the GUID cut (``~`` marks it), and never below 8 characters.
+    """
+    def pair(r: dict) -> str:
+        return f"{r['old_guid'] or '-'} -> {r['new_guid']}"
 
-    if used + 36 * 2 + 4 <= width:
-        head, fmt = "OLD -> NEW", lambda r: f"{guid(r['old_guid'], None)} -> {r['new_guid']}"
-    elif used + 36 <= width:
-        head, fmt = "NEW GUID", lambda r: str(r["new_guid"])
-    else:
+    def new(r: dict) -> str:
+        return str(r["new_guid"])
+
+    for names, both in _LAYOUTS:
+        cols = [_COLUMNS[n] for n in names]
+        cells = [[f(r) for _, f in cols] for r in records]
+        widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (h, _) in enumerate(cols)]
+        head, last = ("OLD -> NEW", pair) if both else ("NEW GUID", new)
+        guids = [last(r) for r in records]
+        used = sum(widths) + len(GAP) * len(widths)
+        if used + max([len(head), *map(len, guids)]) <= width:
+            break
+    else:  # the last resort: cut the GUID (rows stay wider than ``width`` below 8 of it)
         n = max(8, width - used)
-        head, fmt = "NEW GUID", lambda r: guid(r["new_guid"], n)
-    lines = ["  ".join(h.ljust(w) for (h, _), w in zip(fixed, widths)) + "  " + head]
-    for r, c in zip(records, cells):
-        lines.append("  ".join(x.ljust(w) for x, w in zip(c, widths)) + "  " + fmt(r))
+        guids = [g if len(g) <= n else g[: n - 1] + "~" for g in guids]
+    lines = [GAP.join(h.ljust(w) for (h, _), w in zip(cols, widths)) + GAP + head]
+    for c, g in zip(cells, guids):
+        lines.append(GAP.join(x.ljust(w) for x, w in zip(c, widths)) + GAP + g)
     return [ln.rstrip() for ln in lines]
 
 
@@ -165,8 +201,8 @@ CSV_FIELDS = ("id", "detected_at", "source", "class", "status", "old_guid", "new
 
 
 @click.command("history")
-@click.option("-n", "--last", "last", type=click.IntRange(min=0), default=None,
-              help="Only the last N changes.")
+@click.option("-n", "--last", "last", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Only the last N changes (N >= 1).")
 @click.option("--since", default=None, metavar="ISO",
               help="Only changes detected at or after this time (local unless an offset is given).")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list (times in UTC).")
@@ -180,7 +216,7 @@ def history_cmd(obj: Ctx, last: int | None, since: str | None, as_json: bool,
 
     if as_json and as_csv:
         raise Fail("--json and --csv exclude each other: pick one", exitcodes.USAGE)
-    since_utc = parse_since(since) if since else None
+    since_utc = parse_since(since) if since is not None else None  # "" is an error too
 
     def read() -> list[dict]:
         config = load_config(obj.root)
@@ -258,13 +294,13 @@ def retry_cmd(ctx: click.Context) -> None:
 def wait_cmd(ctx: click.Context, since: str | None, timeout: float | None) -> None:
     """Block until the generation changes and its hooks have settled.
 
-    Exit 0 settled, 1 settled with failed hooks, 5 timeout.
+    Exit 0 once settled, whatever the hooks' outcome ('vmgenctl status' exits 1 if one
+    failed), 5 timeout.
     """
-    from ..generation import Generation
     from ..status import wait
 
     obj: Ctx = ctx.obj
-    base = _guard(lambda: Generation.parse(since)) if since else None
+    base = guid_option("--since", since) if since is not None else None  # "" is an error too
     ctx.exit(_guard(lambda: wait(obj.root, base, timeout)))
 
 

@@ -8,8 +8,28 @@ and to ``${entropy_boot_file}`` (default ``/boot/entropy``), mode 0600,
 otherwise boot from the same seed as its original.
 
 Here each file is replaced atomically (temp + fsync + rename), so a crash
-leaves the previous seed, never a short one.  The kernel itself was already
-reseeded by vmgenc(4) (it feeds the new generation to random(4)).
+leaves the previous seed, never a short one.
+
+What the kernel got (freebsd-facts.md §1.3-§1.5): at attach and on each real
+change vmgenc(4) harvests the 16-byte GUID into random(4) as two 8-byte
+``RANDOM_PURE_VMGENID`` events (``random_harvest_direct``), which Fortuna
+sends to pool 0 "for immediate next use".  That is input to the pools, not
+a proof that the generator has been rekeyed by the time this hook runs; and
+the GUID is no secret (the hypervisor chose it and can read it): it makes a
+clone's state differ from its original's, it does not make it unpredictable.
+
+Where the seed comes from: the running kernel's ``/dev/random`` (never
+``${root}/dev/random``, a file in the tree being handled), as rc.d/random's
+``dd`` reads it; ``os.urandom`` (the same kernel generator) only where that
+device node does not exist.  Nothing is derived from the GUID here.
+
+Why it is right to write it now all the same: the seed on disk is a copy of
+the original's and so shared with every clone of it, for certain; the new one
+is drawn from a generator that has at least the new GUID, and what it has
+harvested since this machine was resumed or booted, in its pools.  It is read
+at the next boot, where it is mixed with that boot's own harvest, including
+the GUID again at attach.  At worst (no reseed yet and nothing else
+harvested) it is as good as the old one; in every other case it is better.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 A class's list (``vmgenc_hooks_<class>``) names built-ins and the token
 ``site``; ``site`` stands for the executables of the hooks directory
 (``${root}${vmgenc_hooks_dir}``) in lexical order, skipping names that start
-with ``.`` or end in ``~``, ``.sample``, ``.disabled`` or ``.orig``.
+with ``.`` or end in ``~``, ``.sample``, ``.disabled`` or ``.orig``.  The
+built-ins run first, in the order the list names them, then the site hooks,
+wherever ``site`` stands in the list (design §4.6).
 
 :func:`plan` returns Hook objects only; it runs nothing.  The handler runs
 them one by one, records each result and applies
@@ -77,15 +79,19 @@ def builtin(name: str) -> BuiltinHook:
 
 
 def plan(config: Config, cls: str) -> list[Hook]:
-    """The hooks for ``cls`` in run order: the configured list, ``site`` expanded in place."""
+    """The hooks for ``cls`` in run order (design §4.6): built-ins, then site hooks.
+
+    The built-ins the class's list names run first, in the order it names them
+    (each once); then, if the list contains ``site`` (wherever it stands), the
+    site hooks in lexical order.  ``site sshd_keys`` therefore runs
+    ``sshd_keys`` first: a site hook always sees the new identity.
+    """
+    tokens = config.hooks_for(cls)
     hooks: list[Hook] = []
-    names: set[str] = set()
-    for token in config.hooks_for(cls):
-        batch: list[Hook] = list(site_hooks(config)) if token == SITE else [builtin(token)]
-        for h in batch:
-            if h.name not in names:
-                names.add(h.name)
-                hooks.append(h)
+    for name in dict.fromkeys(t for t in tokens if t != SITE):
+        hooks.append(builtin(name))
+    if SITE in tokens:
+        hooks += site_hooks(config)
     return hooks
 
 

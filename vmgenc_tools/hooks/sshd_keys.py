@@ -23,7 +23,12 @@ Here, for each configured type (``vmgenc_ssh_keytypes``):
    (then killed), their keys stay as they were and the hook is recorded
    ``timeout``; the pairs already live are still reported and sshd reloaded;
 5. keys of types not configured are left alone (with a warning: the clone
-   still shares them) unless ``vmgenc_ssh_remove_other=YES``;
+   still shares them) unless ``vmgenc_ssh_remove_other=YES``; even then a key
+   that a ``HostKey`` line names is kept, with a warning naming that line:
+   sshd cannot load a named key that is gone (``Unable to load host key``, and
+   no start at all when it was the last one), WALinuxAgent's mistake
+   (peers.md §3 E, WAA-353).  Only keys no ``HostKey`` line names (sshd's
+   defaults when there is no ``HostKey`` line, or stray files) are removed;
 6. sshd is sent SIGHUP, only if the pid in ``${root}${vmgenc_sshd_pidfile}``
    is a running sshd;
 7. the new fingerprints (``ssh-keygen -l``) go to syslog at notice, to the
@@ -66,20 +71,31 @@ CONSOLE_END = "-----END SSH HOST KEY FINGERPRINTS-----"
 
 
 class KeyFile(Plain):
-    """One host key file: its real path, its type (None if unknown), ECDSA curve size."""
+    """One host key file: its real path, its type (None if unknown), ECDSA curve size.
 
-    def __init__(self, path: str, ktype: str | None = None, bits: int | None = None) -> None:
+    ``named_by`` is the ``HostKey`` line that names the file (None: no line does).
+    """
+
+    def __init__(self, path: str, ktype: str | None = None, bits: int | None = None,
+                 named_by: str | None = None) -> None:
         self.path = path
         self.ktype = ktype
         self.bits = bits
+        self.named_by = named_by
 
 
 class SshdConfig(Plain):
-    """What sshd_config says about host keys."""
+    """What sshd_config says about host keys.
 
-    def __init__(self, host_keys: list[str], certificates: list[str]) -> None:
+    ``origins`` maps each ``host_keys`` path to the first line naming it, as
+    ``"<text>" (<file> line <n>)`` (the file as the system sees it).
+    """
+
+    def __init__(self, host_keys: list[str], certificates: list[str],
+                 origins: dict[str, str] | None = None) -> None:
         self.host_keys = host_keys
         self.certificates = certificates
+        self.origins = {} if origins is None else origins
 
 
 def _map(ctx: HookContext, p: str) -> str:
@@ -106,7 +122,7 @@ def read_sshd_config(ctx: HookContext, path: str | None = None, depth: int = 0) 
             lines = f.read().splitlines()
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         return out
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         m = re.match(r"\s*([A-Za-z]+)(?:\s*=\s*|\s+)(.*)", line)
         if not m or line.lstrip().startswith("#"):
             continue
@@ -114,7 +130,10 @@ def read_sshd_config(ctx: HookContext, path: str | None = None, depth: int = 0) 
         if key == "match":
             break
         if key == "hostkey" and args:
-            out.host_keys.append(_map(ctx, args[0]))
+            mapped = _map(ctx, args[0])
+            out.host_keys.append(mapped)
+            where = f"{shown(ctx, path)} line {number}"
+            out.origins.setdefault(mapped, f'"{line.strip()}" ({where})')
         elif key == "hostcertificate" and args:
             out.certificates.append(_map(ctx, args[0]))
         elif key == "include" and depth < MAX_INCLUDE_DEPTH:
@@ -124,6 +143,8 @@ def read_sshd_config(ctx: HookContext, path: str | None = None, depth: int = 0) 
                     sub = read_sshd_config(ctx, inc, depth + 1)
                     out.host_keys += sub.host_keys
                     out.certificates += sub.certificates
+                    for k, origin in sub.origins.items():
+                        out.origins.setdefault(k, origin)
     return out
 
 
@@ -165,6 +186,26 @@ def find_keygen() -> str:
     return exe
 
 
+def _same_file(a: str, b: str) -> bool:
+    """``a`` and ``b`` name one file (same path once normalised, or same inode)."""
+    if os.path.normpath(a) == os.path.normpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (or cannot be looked at)
+        return False
+
+
+def named_by(conf: SshdConfig, path: str) -> str | None:
+    """The ``HostKey`` line that names ``path`` (by any spelling, link or hard link), if any."""
+    if path in conf.origins:
+        return conf.origins[path]
+    for p in conf.host_keys:
+        if _same_file(path, p):
+            return conf.origins.get(p, p)
+    return None
+
+
 def plan_keys(ctx: HookContext, report: Report, keygen: str | None
               ) -> tuple[list[KeyFile], list[KeyFile]]:
     """``(to replace, of other types)``: the key files this run deals with."""
@@ -184,7 +225,8 @@ def plan_keys(ctx: HookContext, report: Report, keygen: str | None
                 report.warn(f"HostKey {shown(ctx, path)}: type unknown (no key, no .pub, "
                             "no ssh_host_<type>_key name): left alone")
             return
-        (replace if kt in types else other).append(KeyFile(path, kt, bits))
+        (replace if kt in types else other).append(KeyFile(path, kt, bits,
+                                                           named_by(conf, path)))
 
     for p in conf.host_keys:
         add(p, True)
@@ -351,10 +393,20 @@ class SshdKeysHook(BuiltinHook):
     def apply(self, ctx: HookContext, report: Report) -> None:
         keygen = find_keygen()
         replace, other = plan_keys(ctx, report, keygen)
-        remove = other if ctx.config.ssh_remove_other else []
-        if other and not remove:
+        remove: list[KeyFile] = []
+        if other and not ctx.config.ssh_remove_other:
             report.warn("left alone (vmgenc_ssh_remove_other=NO), still shared with the "
                         "original: " + ", ".join(shown(ctx, k.path) for k in other))
+        elif other:
+            remove = [k for k in other if k.named_by is None]
+            for k in other:
+                if k.named_by is not None:  # sshd would fail to load it (WAA-353)
+                    report.warn(f"{shown(ctx, k.path)} ({k.ktype}, not in "
+                                "vmgenc_ssh_keytypes) is kept despite vmgenc_ssh_remove_other"
+                                f"=YES: named by {k.named_by}, and sshd fails to load a "
+                                "named key that is gone; it is still shared "
+                                f"with the original: add {k.ktype} to vmgenc_ssh_keytypes, or "
+                                "remove that HostKey line")
         if ctx.dry_run:
             pid, why = sshd_pid(ctx)
             self._dry_run(ctx, report, replace, remove, pid, why)
@@ -380,7 +432,8 @@ class SshdKeysHook(BuiltinHook):
             remove = []  # the configured types did not all make it: keep the others
         for k in remove:
             remove_pairs([k.path])
-            report.say(f"removed {shown(ctx, k.path)} ({k.ktype}, not in vmgenc_ssh_keytypes)")
+            report.say(f"removed {shown(ctx, k.path)} ({k.ktype}, not in vmgenc_ssh_keytypes,"
+                       " named by no HostKey line)")
         for d in sorted({os.path.dirname(k.path) for k in done + remove}):
             atomic.fsync_dir(d)
         prints: list[str] = []
@@ -413,7 +466,8 @@ class SshdKeysHook(BuiltinHook):
             size = f" {ctx.config.ssh_rsa_bits}-bit" if k.ktype == "rsa" else ""
             report.would(f"{verb} {shown(ctx, k.path)}(.pub) with a new{size} {k.ktype} key")
         for k in remove:
-            report.would(f"remove {shown(ctx, k.path)}(.pub) ({k.ktype} not configured)")
+            report.would(f"remove {shown(ctx, k.path)}(.pub) ({k.ktype} not configured, "
+                         "named by no HostKey line)")
         if pid is None:
             report.would(f"not reload sshd: {why}")
         else:
