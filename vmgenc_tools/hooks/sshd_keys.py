@@ -29,8 +29,15 @@ Here, for each configured type (``vmgenc_ssh_keytypes``):
    no start at all when it was the last one), WALinuxAgent's mistake
    (peers.md §3 E, WAA-353).  Only keys no ``HostKey`` line names (sshd's
    defaults when there is no ``HostKey`` line, or stray files) are removed;
-6. sshd is sent SIGHUP, only if the pid in ``${root}${vmgenc_sshd_pidfile}``
-   is a running sshd;
+6. sshd is sent SIGHUP only if the pid in ``${root}${vmgenc_sshd_pidfile}``
+   is a running sshd that would not serve the new keys otherwise
+   (:func:`reload_needed`): OpenSSH before 9.8 re-executes itself for every
+   connection and loads the host keys from disk there, so the renames are
+   enough, and a SIGHUP would only make sshd close its listening socket and
+   re-execute, refusing connections meanwhile; OpenSSH 9.8 and later hands
+   the listener's keys to ``sshd-session``, and an sshd started with ``-r``
+   (no re-execution) loaded them once, so those are reloaded, as is an sshd
+   whose version cannot be read;
 7. the new fingerprints (``ssh-keygen -l``) go to syslog at notice, to the
    hook's output (the history; stderr when run from a terminal or at boot) and
    to ``${root}/dev/console`` (the detached devd worker has no terminal).
@@ -385,6 +392,45 @@ def sshd_pid(ctx: HookContext) -> tuple[int | None, str]:
     return pid, f"sshd pid {pid}"
 
 
+# OpenSSH 9.8 split sshd: the listener loads the host keys and sshd-session gets them
+# from it, so a key renamed into place is served only after a SIGHUP.
+KEYS_FROM_LISTENER = (9, 8)
+
+
+def reload_decision(cmdline: list[str], version_text: str) -> tuple[bool, str]:
+    """From sshd's command line and its ``-V`` output: SIGHUP needed?, and why."""
+    if "-r" in cmdline[1:]:
+        return True, "sshd runs with -r (no re-execution: host keys loaded once)"
+    m = re.search(r"OpenSSH_(\d+)\.(\d+)", version_text)
+    if m is None:
+        return True, "its version cannot be read"
+    major, minor = int(m.group(1)), int(m.group(2))
+    if (major, minor) >= KEYS_FROM_LISTENER:
+        return True, f"OpenSSH {major}.{minor} hands the listener's host keys to sshd-session"
+    return False, (f"OpenSSH {major}.{minor} loads host keys for every connection: the new "
+                   "keys are served already (a SIGHUP would refuse connections while sshd "
+                   "restarts)")
+
+
+def reload_needed(pid: int) -> tuple[bool, str]:
+    """Whether sshd ``pid`` needs a SIGHUP to serve new host keys, and why."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+        exe = proc.exe() or (cmdline[0] if cmdline else "")
+    except psutil.Error:
+        return True, "sshd's command line cannot be read"
+    try:
+        out = subprocess.run([exe, "-V"], capture_output=True, text=True, timeout=10,
+                             stdin=subprocess.DEVNULL)
+        text = out.stderr + out.stdout
+    except (OSError, subprocess.SubprocessError):
+        text = ""
+    return reload_decision(cmdline, text)
+
+
 class SshdKeysHook(BuiltinHook):
     """Replace the SSH host keys atomically, then reload sshd if it runs."""
 
@@ -449,8 +495,12 @@ class SshdKeysHook(BuiltinHook):
         if pid is None:
             report.say(f"{why}: not reloaded")
         elif done or remove:
-            os.kill(pid, signal.SIGHUP)
-            report.say(f"reloaded sshd (SIGHUP to pid {pid})")
+            needed, why = reload_needed(pid)
+            if needed:
+                os.kill(pid, signal.SIGHUP)
+                report.say(f"reloaded sshd (SIGHUP to pid {pid}: {why})")
+            else:
+                report.say(f"sshd pid {pid} not reloaded: {why}")
         if aborted is not None:
             raise aborted
         if errors:
@@ -471,4 +521,8 @@ class SshdKeysHook(BuiltinHook):
         if pid is None:
             report.would(f"not reload sshd: {why}")
         else:
-            report.would(f"reload sshd (SIGHUP to pid {pid})")
+            needed, why = reload_needed(pid)
+            if needed:
+                report.would(f"reload sshd (SIGHUP to pid {pid}: {why})")
+            else:
+                report.would(f"not reload sshd pid {pid}: {why}")
