@@ -167,18 +167,23 @@ def test_reload_decision(cmdline, version, needed):
     assert sshd_keys.reload_decision(cmdline, version)[0] is needed
 
 
+def rotate_served_keys(sshd: Sshd) -> tuple[HookResult, dict[str, str]]:
+    """sshd serves the old keys; the hook replaces every type: (its result, the new keys)."""
+    old_files = pub_blobs(default_keys(sshd.root))
+    assert keyscan(sshd.port) == old_files
+    result = run_hook(sshd.root)
+    assert result.status == "ok", result.output
+    new_files = pub_blobs(default_keys(sshd.root))
+    assert all(new_files[t] != old_files[t] for t in TYPES)
+    return result, new_files
+
+
 def test_real_sshd_serves_the_new_keys_with_no_reload_when_it_reexecutes(sshd):
     """OpenSSH < 9.8 loads the host keys in every re-executed connection child."""
     if sshd_version() >= sshd_keys.KEYS_FROM_LISTENER:
         pytest.skip("this sshd hands the listener's keys to sshd-session: reloaded below")
-    root = sshd.root
-    old_files = pub_blobs(default_keys(root))
-    assert keyscan(sshd.port) == old_files
-    result = run_hook(root)
-    assert result.status == "ok", result.output
+    result, new_files = rotate_served_keys(sshd)
     assert f"sshd pid {sshd.proc.pid} not reloaded: OpenSSH" in result.output
-    new_files = pub_blobs(default_keys(root))
-    assert all(new_files[t] != old_files[t] for t in TYPES)
     assert keyscan(sshd.port) == new_files  # at once: no restart to wait for
     assert "Received SIGHUP" not in sshd.log() and sshd.proc.poll() is None
 
@@ -188,13 +193,8 @@ def test_real_sshd_serves_old_then_new_keys_and_is_reloaded(sshd_no_rexec):
     new keys after it restarts."""
     sshd = sshd_no_rexec
     root = sshd.root
-    old_files = pub_blobs(default_keys(root))
-    assert keyscan(sshd.port) == old_files
-    result = run_hook(root)
-    assert result.status == "ok", result.output
+    result, new_files = rotate_served_keys(sshd)
     assert f"reloaded sshd (SIGHUP to pid {sshd.proc.pid}: sshd runs with -r" in result.output
-    new_files = pub_blobs(default_keys(root))
-    assert all(new_files[t] != old_files[t] for t in TYPES)
     # SIGHUP: sshd re-executes itself (same pid) and listens again
     wait_for(lambda: "Received SIGHUP; restarting." in sshd.log(), "the SIGHUP in sshd's log")
     wait_for(lambda: sshd.log().count("Server listening on 127.0.0.1") >= 2, "sshd to restart")
