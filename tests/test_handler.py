@@ -530,6 +530,112 @@ def test_when_even_the_journal_fails_the_next_run_handles_the_change_again(env, 
     assert len(read_log(env.log)) == 8
 
 
+def _journal(env):
+    return Journal(env.paths.journal, env.paths.journal_fallback)
+
+
+def test_degraded_the_change_is_journalled_pending_before_hooks_and_each_hook_as_it_ends(
+        env, mocker):
+    check(env)
+    mocker.patch.object(History, "_insert_change",
+                        side_effect=sqlite3.OperationalError("database or disk is full"))
+    seen = []
+
+    def look(ctx):
+        seen.append([(c.status, [(r.name, r.status) for r in c.hooks])
+                     for _, c in _journal(env).changes()])
+
+    def plan(config, cls):
+        return [RecordingHook(n, env.log, action=look) for n in ("a", "b", "c")]
+
+    set_guid(env.root, G2)
+    assert check(env, planner=plan) == exitcodes.STATE
+    assert seen == [[("pending", [])],
+                    [("pending", [("a", "ok")])],
+                    [("pending", [("a", "ok"), ("b", "ok")])]]
+    ((_, kept),) = _journal(env).changes()
+    assert (kept.new_text, kept.status) == (G2, "done")
+    assert [r.name for r in kept.hooks] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("next_run", ["writable", "still-full"])
+def test_a_degraded_run_killed_between_hooks_is_resumed_without_the_finished_ones(
+        env, mocker, next_run):
+    class Killed(BaseException):
+        pass
+
+    check(env)
+    full = mocker.patch.object(History, "_insert_change",
+                               side_effect=sqlite3.OperationalError("database or disk is full"))
+    dying = [True]
+
+    def die(ctx):
+        if dying:
+            dying.clear()
+            raise Killed()
+
+    def plan(config, cls):
+        return [RecordingHook("a", env.log), RecordingHook("b", env.log, action=die),
+                RecordingHook("c", env.log)]
+
+    set_guid(env.root, G2)
+    with pytest.raises(Killed):
+        check(env, planner=plan)
+    ((_, kept),) = _journal(env).changes()
+    assert kept.status == "pending" and [(r.name, r.status) for r in kept.hooks] == [
+        ("a", "ok")]
+    if next_run == "still-full":  # resumed from the journal alone
+        assert check(env, planner=plan) == exitcodes.STATE
+        assert [n for _, _, n in read_log(env.log)] == ["a", "b", "b", "c"]
+        ((_, kept),) = _journal(env).changes()
+        assert kept.status == "done"
+        assert check(env, planner=plan) == exitcodes.STATE  # settled: nothing runs again
+    mocker.stop(full)
+    assert check(env, planner=plan) == 0
+    assert [n for _, _, n in read_log(env.log)] == ["a", "b", "b", "c"]
+    ch = changes(env)[-1]
+    assert (ch.new_text, ch.status) == (G2, "done")
+    assert [(r.name, r.attempt, r.status) for r in ch.hooks] == [
+        ("a", 1, "ok"), ("b", 1, "ok"), ("c", 1, "ok")]
+    assert not _journal(env).exists()
+    assert check(env, planner=plan) == 0 and len(read_log(env.log)) == 4
+
+
+def test_when_the_journal_beside_the_database_refuses_the_second_one_takes_it(env, mocker,
+                                                                             logged):
+    check(env)
+    real = Journal._append_to
+
+    def refuse_beside_the_db(self, path, data):
+        if path == env.paths.journal:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real(self, path, data)
+
+    ro = mocker.patch.object(Journal, "_append_to", refuse_beside_the_db)
+    full = mocker.patch.object(History, "_insert_change",
+                               side_effect=sqlite3.OperationalError("database or disk is full"))
+    set_guid(env.root, G2)
+    assert check(env) == exitcodes.STATE
+    assert len(read_log(env.log)) == 4
+    assert [(c.new_text, c.status) for _, c in Journal(env.paths.journal_fallback).changes()] \
+        == [(G2, "done")]
+    said = [m for _, m in logged if "what could not be recorded is kept in" in m]
+    assert said == [f"cannot write {env.paths.journal} (Read-only file system): what could "
+                    f"not be recorded is kept in {env.paths.journal_fallback}"]
+    assert not os.path.exists(env.paths.journal)
+    assert check(env) == exitcodes.STATE and len(read_log(env.log)) == 4  # read back too
+    mocker.stop(ro)
+    mocker.stop(full)
+    assert check(env) == 0
+    assert len(read_log(env.log)) == 4
+    ch = changes(env)[-1]
+    assert (ch.new_text, ch.status) == (G2, "done")
+    assert [r.status for r in ch.latest_hooks()] == ["ok"] * 4
+    assert not os.path.exists(env.paths.journal_fallback)
+    assert any(f"kept in {env.paths.journal_fallback} while the database" in m
+               for _, m in logged)
+
+
 def test_unusable_database_is_exit_8_and_runs_nothing(env):
     os.makedirs(env.paths.dbdir, exist_ok=True)
     with open(env.paths.db, "wb") as f:
@@ -684,12 +790,69 @@ sys.exit(code)
     assert "state unrecorded" in p.stdout  # status still reads the database
     assert read_log(env.log) == [(G2, "clone", n) for n in CLONE_HOOKS]
     assert [c.new_text for c in changes(env)][-1] != G2
-    # writable again: the next run records the change (its hooks run again: there was
-    # nowhere to keep what had run)
+    # nothing could be written beside the database: the journal went to ${root}/var/run
+    assert not os.path.exists(env.paths.journal)
+    assert env.paths.journal_fallback.startswith(env.root + "/var/run/vmgenc/")
+    kept = Journal(env.paths.journal_fallback).changes()
+    assert [(c.new_text, c.status, [r.status for r in c.hooks]) for _, c in kept] == [
+        (G2, "done", ["ok"] * 4)]
+    # writable again: the next run records the change without running its hooks again
     assert check(env) == 0
     last = changes(env)[-1]
     assert (last.new_text, last.cls, last.status) == (G2, "clone", "done")
+    assert [r.status for r in last.latest_hooks()] == ["ok"] * 4
+    assert len(read_log(env.log)) == 4
+    assert not os.path.exists(env.paths.journal_fallback)
     assert cache(env) == hexline(G2) + "\ndone\n"
+
+
+def test_read_only_file_system_kill_9_after_the_first_hook_reruns_only_the_rest(env, tmp_path):
+    """Real EROFS (no fakes): the journal goes to ${root}/var/run; SIGKILL while hook b runs."""
+    check(env)
+    set_guid(env.root, G2)
+    gate = str(tmp_path / "gate")
+    code = f"""
+import os, signal, sys, time
+sys.path.insert(0, {TESTS_DIR!r})
+from handler_hooks import RecordingHook, make_config, read_log
+from vmgenc_tools import handler
+cfg = make_config({env.root!r})
+def plan(config, cls):
+    return [RecordingHook(n, {env.log!r}, gate={gate!r} if n == "b" else None) for n in "abcd"]
+pid = os.fork()
+if pid == 0:
+    code = 70
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        code = handler.check({env.root!r}, config=cfg, planner=plan)
+    finally:
+        os._exit(code)
+deadline = time.monotonic() + 30
+while [n for _, _, n in read_log({env.log!r})] != ["a", "b"]:
+    assert time.monotonic() < deadline, read_log({env.log!r})
+    time.sleep(0.005)
+os.kill(pid, signal.SIGKILL)
+print("KILLED", os.waitpid(pid, 0)[1] & 0x7f == signal.SIGKILL)
+"""
+    p = _in_private_mounts(_RO_MOUNT, [env.paths.dbdir], code)
+    assert p.returncode == 0 and "KILLED True" in p.stdout, p.stderr
+    assert not os.path.exists(env.paths.journal)
+    ((_, kept),) = Journal(env.paths.journal_fallback).changes()
+    assert (kept.new_text, kept.status, [(r.name, r.status) for r in kept.hooks]) == (
+        G2, "pending", [("a", "ok")])
+    open(gate, "w").close()
+
+    def plan(config, cls):
+        return [RecordingHook(n, env.log) for n in "abcd"]
+
+    assert check(env, planner=plan) == 0  # writable again: imports, resumes b, c, d only
+    assert [n for _, _, n in read_log(env.log)] == ["a", "b", "b", "c", "d"]
+    ch = changes(env)[-1]
+    assert (ch.new_text, ch.status) == (G2, "done")
+    assert [(r.name, r.status) for r in ch.hooks] == [(n, "ok") for n in "abcd"]
+    assert not os.path.exists(env.paths.journal_fallback)
 
 
 _FULL_TMPFS = (
@@ -721,7 +884,8 @@ cfg = make_config({env.root!r})
 paths = handler.Paths.of(cfg)
 first = handler.check({env.root!r}, config=cfg, planner=names_planner({env.log!r}))
 ran = len(read_log({env.log!r}))
-journal = os.path.exists(paths.journal) and os.path.getsize(paths.journal) > 0
+journal = [p for p in (paths.journal, paths.journal_fallback)
+           if os.path.exists(p) and os.path.getsize(p) > 0]
 print("NOTE first run done", file=sys.stderr, flush=True)
 os.unlink(os.path.join(paths.dbdir, "filler"))
 second = handler.check({env.root!r}, config=cfg, planner=names_planner({env.log!r}))
@@ -748,8 +912,10 @@ print("RESULT", json.dumps(dict(first=first, ran=ran, journal=journal, second=se
     assert res["rows"][-1] == [G2, "clone", "done", ["ok"] * 4]
     assert [r[0] for r in res["rows"]].count(G2) == 1
     assert res["cache"] == hexline(G2) + "\ndone\n"
-    # what ran was kept in the journal if a page was left for it; otherwise it runs again
-    assert len(read_log(env.log)) == (4 if res["journal"] else 8)
+    # what ran was kept in the journal: beside the database while a page was left for
+    # it, otherwise in ${root}/var/run/vmgenc; so nothing ran twice
+    assert res["journal"], p.stderr
+    assert len(read_log(env.log)) == 4
 
 
 # -- syslog: facility daemon, ident vmgenc; stderr only when interactive -----------------------

@@ -21,8 +21,8 @@ import pytest
 from conftest import set_guid
 from handler_hooks import RecordingHook, make_config, read_log
 
-from vmgenc_tools import handler
-from vmgenc_tools.history import History
+from vmgenc_tools import exitcodes, handler
+from vmgenc_tools.history import History, Journal
 
 TRIALS = int(os.environ.get("VMGENC_CRASH_TRIALS", "200"))
 KILLS_PER_CHANGE = 4
@@ -165,3 +165,93 @@ def test_twenty_processes_reconcile_the_same_change_once(kernel_root, tmp_path):
     assert [c.new_text for c in rows][-1] == guid and len(rows) == 2
     assert sorted(n for g, _, n in read_log(logfile) if g == guid) == sorted(HOOKS)
     assert all(len(c.hooks) == len(HOOKS) for c in rows[1:])
+
+
+class _CommitFails:
+    """A connection whose COMMIT fails as on a full disk (everything else is real SQLite)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def _commits_fail(mocker):
+    """Every History opened from now on (also in forked children) fails its COMMITs."""
+    real = History.open.__func__
+
+    def open_failing(cls, path):
+        h = real(cls, path)
+        h.conn = _CommitFails(h.conn)
+        return h
+
+    return mocker.patch.object(History, "open", classmethod(open_failing))
+
+
+def _wait_for(cond, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("next_run", ["writable", "still-failing"])
+def test_kill_9_between_hooks_of_a_degraded_run_reruns_none_that_ended(kernel_root, tmp_path,
+                                                                       mocker, next_run):
+    """The change's own COMMIT fails; SIGKILL once hook a ended and b started: a never reruns."""
+    logfile = str(tmp_path / "hooks.log")
+    gate = str(tmp_path / "never")  # hook b waits for it: the kill lands inside b
+    cfg = make_config(kernel_root)
+    paths = handler.Paths.of(cfg)
+    assert paths.journal_fallback.startswith(kernel_root + os.sep)  # never the real /var
+    names = ("a", "b", "c", "d")
+
+    def plan(config, cls):
+        return [RecordingHook(n, logfile, gate=gate if n == "b" else None) for n in names]
+
+    assert handler.check(kernel_root, config=cfg, planner=plan) == 0
+    guid = str(uuid.uuid4())
+    set_guid(kernel_root, guid)
+    failing = _commits_fail(mocker)
+    pid = _fork_check(kernel_root, cfg, plan)
+    _wait_for(lambda: [n for _, _, n in read_log(logfile)] == ["a", "b"], "hook b to start")
+    os.kill(pid, signal.SIGKILL)
+    _, st = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGKILL
+
+    journal = Journal(paths.journal, paths.journal_fallback)
+    ((_, kept),) = journal.changes()  # the database never got it; the journal did
+    assert (kept.new_text, kept.status) == (guid, "pending")
+    assert [(r.name, r.status) for r in kept.hooks] == [("a", "ok")]
+    assert [c.new_text for c in History.open_readonly(cfg.db_path).listing()][-1] != guid
+
+    open(gate, "w").close()
+    if next_run == "still-failing":  # the next run cannot record either: resumes from the journal
+        pid = _fork_check(kernel_root, cfg, plan)
+        _, st = os.waitpid(pid, 0)
+        assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == exitcodes.STATE
+        assert [n for _, _, n in read_log(logfile)] == ["a", "b", "b", "c", "d"]
+        ((_, kept),) = journal.changes()
+        assert kept.status == "done"
+    mocker.stop(failing)
+    pid = _fork_check(kernel_root, cfg, plan)  # writable again: imports, resumes the rest
+    _, st = os.waitpid(pid, 0)
+    assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 0
+    assert [n for _, _, n in read_log(logfile)] == ["a", "b", "b", "c", "d"]
+    assert not journal.exists()
+    assert _integrity(cfg.db_path) == "ok"
+    rows = History.open_readonly(cfg.db_path).listing()
+    assert [c.new_text for c in rows].count(guid) == 1
+    ch = rows[-1]
+    assert (ch.new_text, ch.status) == (guid, "done")
+    assert [(r.name, r.status) for r in ch.latest_hooks()] == [(n, "ok") for n in names]
+    assert [r.name for r in ch.hooks if r.status == "ok"] == list(names)  # each ok once
+    with open(paths.last_guid) as f:
+        assert f.read() == handler.guid_line((handler.Generation.parse(guid),)) + "\ndone\n"

@@ -412,3 +412,119 @@ def test_an_empty_journal_is_removed_on_import(db, tmp_path):
     with History.open(db) as h:
         assert h.import_journal(j) == 0
     assert not os.path.exists(j.path)
+
+
+def _run(name: str, status: str = "ok", attempt: int = 1) -> HookRun:
+    return HookRun(0, name, attempt, status, 0, 0.1, "", utc_now(), utc_now())
+
+
+def _two(tmp_path) -> Journal:
+    """The handler's pair: beside the database, and ${root}/var/run/vmgenc (not made yet)."""
+    return Journal(str(tmp_path / "var" / "db" / "vmgenc" / "unrecorded.jsonl"),
+                   str(tmp_path / "var" / "run" / "vmgenc" / "unrecorded.jsonl"))
+
+
+def test_a_journal_change_pending_with_hooks_as_they_end_imports_pending(db, tmp_path):
+    j = Journal(str(tmp_path / "unrecorded.jsonl"))
+    ref = j.append_change(mkchange())  # pending, before the first hook
+    j.append_hooks(ref, [_run("a")], None)  # a ended; then the run was killed
+    ((token, kept),) = j.changes()
+    assert token == ref and kept.status == "pending"
+    assert [r.name for r in kept.hooks] == ["a"] and j.ok_names(ref) == {"a"}
+    with History.open(db) as h:
+        assert h.import_journal(j) == 2
+        (ch,) = h.pending()
+    assert [(r.name, r.status) for r in ch.hooks] == [("a", "ok")]
+    assert ch.ok_names() == {"a"}  # the handler resumes b, c...: not a
+
+
+def test_a_journal_change_settled_by_ref_imports_settled(db, tmp_path):
+    j = Journal(str(tmp_path / "unrecorded.jsonl"))
+    ref = j.append_change(mkchange())
+    j.append_hooks(ref, [_run("a")], None)
+    j.append_hooks(ref, [_run("b", "failed")], None)
+    j.append_hooks(ref, [], "failed")
+    assert [c.status for _, c in j.changes()] == ["failed"]
+    with History.open(db) as h:
+        assert h.import_journal(j) == 4
+        (ch,) = h.listing()
+    assert ch.status == "failed" and ch.settled_at
+    assert [(r.name, r.status) for r in ch.hooks] == [("a", "ok"), ("b", "failed")]
+
+
+def test_journal_settling_a_recorded_change_is_seen_before_import(db, tmp_path):
+    j = Journal(str(tmp_path / "unrecorded.jsonl"))
+    j.append_hooks(7, [_run("a")], None)
+    assert j.settled() == {} and j.ok_names(7) == {"a"}
+    j.append_hooks(7, [], "done")
+    assert j.settled() == {7: "done"} and j.changes() == []
+
+
+def test_the_second_journal_takes_what_the_first_refuses_and_both_are_read(tmp_path):
+    j = _two(tmp_path)  # the first one's directory does not exist: ENOENT
+    ref = j.append_change(mkchange())
+    assert j.used == j.fallback and os.path.exists(j.fallback)
+    assert j.errors[j.path].errno == errno.ENOENT
+    assert stat.S_IMODE(os.stat(j.fallback).st_mode) == 0o640
+    os.makedirs(os.path.dirname(j.path))
+    j.append_hooks(ref, [_run("a")], None)  # sticks to the file that took the last entry
+    assert not os.path.exists(j.path)
+    j.used = None  # a new run: the one beside the database first again
+    j.append_hooks(ref, [_run("b")], None)
+    assert os.path.exists(j.path) and j.used == j.path
+    ((_, kept),) = j.changes()  # read across both files, in append order
+    assert [r.name for r in kept.hooks] == ["a", "b"]
+    assert j.ok_names(ref) == {"a", "b"}
+    assert [e["kind"] for e in Journal(j.fallback).read()] == ["change", "hooks"]
+    j.remove()
+    assert not j.exists()
+
+
+def test_when_both_journals_refuse_the_first_ones_error_is_raised(tmp_path):
+    j = _two(tmp_path)
+    open(tmp_path / "var", "w").close()  # neither directory can be made
+    with pytest.raises(OSError) as e:
+        j.append_change(mkchange())
+    assert e.value.filename == j.path
+    assert set(j.errors) == {j.path, j.fallback} and j.used is None
+
+
+def test_import_reads_both_journals_in_one_transaction(db, tmp_path):
+    j = _two(tmp_path)
+    os.makedirs(os.path.dirname(j.path))
+    ref = j.append_change(mkchange())
+    j.append_hooks(ref, [_run("a")], None)
+    j.used = j.fallback  # as if the first had refused the rest
+    j.append_hooks(ref, [_run("b")], None)
+    j.append_hooks(ref, [], "done")
+    assert os.path.exists(j.fallback)
+    with History.open(db) as h:
+        assert h.import_journal(j) == 4
+        (ch,) = h.listing()
+    assert ch.status == "done" and [r.name for r in ch.hooks] == ["a", "b"]
+    assert not os.path.exists(j.path) and not os.path.exists(j.fallback)
+
+
+def test_an_entry_added_after_an_import_whose_file_outlived_it_finds_its_change(db, tmp_path):
+    j = Journal(str(tmp_path / "unrecorded.jsonl"))
+    ref = j.append_change(mkchange())
+    j.append_hooks(ref, [_run("a")], None)
+    with open(j.path) as f:
+        saved = f.read()
+    with History.open(db) as h:
+        assert h.import_journal(j) == 2
+        with open(j.path, "w") as f:  # the unlink after COMMIT never happened
+            f.write(saved)
+        j.append_hooks(ref, [_run("b")], "done")
+        assert h.import_journal(j) == 1
+        (ch,) = h.listing()
+    assert ch.status == "done" and [r.name for r in ch.hooks] == ["a", "b"]
+
+
+def test_hook_results_for_a_change_the_database_lacks_are_dropped_not_fatal(db, tmp_path):
+    j = Journal(str(tmp_path / "unrecorded.jsonl"))
+    j.append_hooks(42, [_run("a")], "done")  # the database was moved aside meanwhile
+    j.append_hooks("no-such-token", [_run("b")], "done")  # its change line was torn
+    with History.open(db) as h:
+        assert h.import_journal(j) == 2
+        assert h.listing() == []

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from . import exitcodes, log
 from .classify import classify
 from .config import CLASSES, Config
-from .fastcheck import BOOT_CHECKED, load_config, read_last_guid
+from .fastcheck import BOOT_CHECKED, CACHE_REL, load_config, read_last_guid
 from .generation import Generation
 from .history import (
     JOURNAL_NAME,
@@ -52,6 +52,7 @@ from .history import (
     HookRun,
     Journal,
     ensure_dir,
+    read_only_fs,
     utc_now,
 )
 from .hooks.base import STATUSES, Hook, HookContext, HookResult
@@ -87,7 +88,7 @@ def covering(latest: Change | None, last_real: Change | None, line: str) -> Chan
 
 
 class Paths(Frozen):
-    """Files under ``${root}${vmgenc_dbdir}``."""
+    """Files under ``${root}${vmgenc_dbdir}`` (and the second journal, in ``/var/run``)."""
 
     dbdir: str
     db: str
@@ -97,17 +98,23 @@ class Paths(Frozen):
     devd_event: str
     journal: str
     boot_checked: str
+    journal_fallback: str
 
     def __init__(self, dbdir: str, db: str, lock: str, last_guid: str, intent: str,
-                 devd_event: str, journal: str, boot_checked: str) -> None:
+                 devd_event: str, journal: str, boot_checked: str,
+                 journal_fallback: str) -> None:
         self._set(locals())
 
     @classmethod
     def of(cls, config: Config) -> Paths:
         d = config.path(config.dbdir)
         j = os.path.join
+        # where the journal goes when the database's file system refuses it too: the
+        # directory of the rc.conf cache, ${root}/var/run/vmgenc
+        run = j(config.root, os.path.dirname(CACHE_REL))
         return cls(d, config.db_path, j(d, "lock"), j(d, "last-guid"), j(d, "intent"),
-                   j(d, "devd-event"), j(d, JOURNAL_NAME), j(d, BOOT_CHECKED))
+                   j(d, "devd-event"), j(d, JOURNAL_NAME), j(d, BOOT_CHECKED),
+                   j(run, JOURNAL_NAME))
 
 
 def _mtime(path: str) -> float | None:
@@ -253,7 +260,10 @@ class Reconciler:
         self.paths = Paths.of(config)
         self.planner = planner or default_planner
         self.backend = backend if backend is not None else get_backend(config.root)
-        self.journal = Journal(self.paths.journal)
+        self.journal = Journal(self.paths.journal, self.paths.journal_fallback)
+        self._journal_noted: str | None = None  # the journal file the log has named
+        self._unjournalled: list[HookRun] = []  # hook results no journal file took (yet)
+        self._lost_logged = False
         self.degraded: str | None = None
         self.handled: list[Change] = []
         self.settled_line: str | None = None
@@ -282,11 +292,8 @@ class Reconciler:
 
     def latest(self, hist: History | None, *, real_only: bool = False) -> Change | None:
         if self.degraded:
-            entries = [e for e in self.journal.read() if e.get("kind") == "change"]
-            from .history import change_from_json
-
-            changes = [change_from_json(e["change"]) for e in entries]
-            changes = [c for c in changes if not (real_only and c.is_no_id)]
+            changes = [c for _, c in self.journal.changes()
+                       if not (real_only and c.is_no_id)]
             if changes:
                 return changes[-1]
         return hist.last_change(real_only=real_only) if hist is not None else None
@@ -390,14 +397,20 @@ class Reconciler:
         if retry:
             self._reopen_last(hist)
         done_ids: set[int] = set()
+        done_refs: set[str] = set()
         while True:
             pending = [c for c in hist.pending() if c.id not in done_ids]
+            if self.degraded:  # what the journal settled is settled
+                settled = self.journal.settled()
+                pending = [c for c in pending if c.id not in settled]
             if pending:
                 if record_only and not self.degraded:
                     return True
                 for ch in pending:
                     self.run_hooks(hist, ch)
                     done_ids.add(int(ch.id or 0))
+                continue
+            if self.degraded and self._resume_journalled(hist, done_refs):
                 continue
             snap = self.snapshot()
             ch = self.detect(hist, snap, source, forced=forced, devd=devd)
@@ -410,7 +423,8 @@ class Reconciler:
                 return False
 
     def _import_journal(self, hist: History) -> None:
-        if not os.path.exists(self.journal.path):
+        present = [p for p in self.journal.paths if os.path.exists(p)]
+        if not present:
             return
         try:
             n = hist.import_journal(self.journal)
@@ -418,8 +432,18 @@ class Reconciler:
             self._degrade(e)
             return
         if n:
-            log.notice(f"recorded {n} entries kept in {self.journal.path} while the "
+            log.notice(f"recorded {n} entries kept in {' and '.join(present)} while the "
                        "database could not be written")
+
+    def _resume_journalled(self, hist: History, done: set[str]) -> bool:
+        """Still degraded: resume the changes only the journal knows that a kill left pending."""
+        left = [(t, c) for t, c in self.journal.changes()
+                if c.status == "pending" and t not in done]
+        for token, ch in left:
+            done.add(token)
+            log.warning(f"change {_ref(ch)}: resuming hooks after an interrupted run")
+            self.run_hooks(hist, ch, ref=token)
+        return bool(left)
 
     def _reopen_last(self, hist: History) -> None:
         last = hist.last_change(real_only=True)
@@ -436,8 +460,51 @@ class Reconciler:
     def _degrade(self, e: Exception) -> None:
         if not self.degraded:
             self.degraded = str(e)
-            log.error(f"{e}: hooks run anyway; what happened is kept in {self.journal.path} "
+            log.error(f"{e}: hooks run anyway; what happened is kept in {self._journal_at()} "
                       "until the database can be written")
+
+    def _journal_at(self) -> str:
+        """The journal file in use, or the one that will be tried first."""
+        j = self.journal
+        if j.used:
+            return j.used
+        if j.fallback and read_only_fs(os.path.dirname(j.path)):
+            return j.fallback
+        return j.path
+
+    def _keep(self, append: Callable[..., str], *args: object) -> str | None:
+        """Append to the journal (its token), or None when no journal file takes it.
+
+        The first entry of the run logs, once, which file keeps what could not be
+        recorded (and why the one beside the database did not).
+        """
+        try:
+            token = append(*args)
+        except OSError:
+            return None
+        self._note_journal()
+        return token
+
+    def _note_journal(self) -> None:
+        j = self.journal
+        if j.used is not None and j.used != self._journal_noted:
+            self._journal_noted = j.used
+            refused = j.errors.get(j.path)
+            if j.used != j.path and refused is not None:
+                log.warning(f"cannot write {j.path} ({refused.strerror}): what could not be "
+                            f"recorded is kept in {j.used}")
+            else:
+                log.notice(f"what could not be recorded is kept in {j.used}")
+
+    def _journal_refused(self, e: OSError) -> str:
+        """``cannot write <journal> either (<why>)``, naming the second file when it failed too."""
+        text = f"cannot write {self.journal.path} either ({e.strerror})"
+        other = self.journal.fallback
+        err = self.journal.errors.get(other) if other else None
+        if other and err is not None:
+            text = (f"cannot write {self.journal.path} either ({e.strerror}), nor {other} "
+                    f"({err.strerror})")
+        return text
 
     def _invalidate_cache(self) -> None:
         """Remove ``last-guid`` before anything is recorded: present ⇒ settled."""
@@ -468,15 +535,21 @@ class Reconciler:
                 self.handled.append(ch)
             return
         if ch.status == "pending":
-            self.run_hooks(hist, ch)
+            # the journal stands in for the database: pending before any hook runs
+            token = self._keep(self.journal.append_change, ch)
+            self.run_hooks(hist, ch, ref=token)
+            if token is not None:
+                self._consume(ch)
+                return
         else:
             self.handled.append(ch)
-        try:
+        try:  # no-id, or no journal took the pending change: keep it now, hooks and all
             self.journal.append_change(ch)
         except OSError as e:
-            log.error(f"cannot write {self.journal.path} either ({e.strerror}): the next run "
+            log.error(f"{self._journal_refused(e)}: the next run "
                       "will record this change and run its hooks again")
             return
+        self._note_journal()
         self._consume(ch)
 
     def _consume(self, ch: Change) -> None:
@@ -506,8 +579,13 @@ class Reconciler:
         result.name = hook.name
         return result
 
-    def run_hooks(self, hist: History, ch: Change) -> None:
-        """Run the hooks of ``ch`` not yet ``ok``, then mark it done or failed."""
+    def run_hooks(self, hist: History, ch: Change, *, ref: str | None = None) -> None:
+        """Run the hooks of ``ch`` not yet ``ok``, then mark it done or failed.
+
+        Degraded, each hook's result goes to the journal as soon as the hook ends,
+        filed under the change's id or, for a change only the journal holds, under
+        ``ref`` (the token of its journal entry; None: not journalled at all).
+        """
         recorded = ch.id is not None
         if recorded and not self.degraded:
             self._invalidate_cache()
@@ -517,10 +595,12 @@ class Reconciler:
                     log.warning(f"change #{ch.id}: resuming hooks after an interrupted run")
             except HistoryWriteError as e:
                 self._degrade(e)
-        ok = ch.ok_names() | (self.journal.ok_names(int(ch.id)) if recorded else set())
+        key: int | str | None = int(ch.id or 0) if recorded else ref
+        ok = ch.ok_names() | (self.journal.ok_names(key) if key is not None else set())
         ctx = HookContext(self.config, new_guid=ch.new_text, old_guid=ch.old_text, cls=ch.cls,
                           source=ch.source)
         unrecorded: list[HookRun] = []
+        self._unjournalled, self._lost_logged = [], False
         failed: list[str] = []
         stop = False
         try:
@@ -528,7 +608,8 @@ class Reconciler:
         except Exception as e:  # noqa: BLE001 - a broken plan fails the change, not the run
             log.exception(f"change {_ref(ch)}: cannot plan the {ch.cls} hooks", e)
             self._store(hist, ch, None, HookResult("plan", "failed", None, 0.0,
-                                                   f"{type(e).__name__}: {e}"), unrecorded)
+                                                   f"{type(e).__name__}: {e}"), unrecorded,
+                        ref)
             failed.append("plan")
             hooks = []
         for hook in hooks:
@@ -537,7 +618,7 @@ class Reconciler:
             if stop:
                 result = HookResult(hook.name, "skipped", output="not run: an earlier hook "
                                     "failed and vmgenc_hook_stop_on_failure is on")
-                self._store(hist, ch, None, result, unrecorded)
+                self._store(hist, ch, None, result, unrecorded, ref)
                 failed.append(hook.name)
                 continue
             run = None
@@ -547,7 +628,7 @@ class Reconciler:
                 except HistoryWriteError as e:
                     self._degrade(e)
             result = self._call(hook, ctx)
-            self._store(hist, ch, run, result, unrecorded)
+            self._store(hist, ch, run, result, unrecorded, ref)
             self._log_hook(ch, result)
             if result.status != "ok":
                 failed.append(hook.name)
@@ -559,7 +640,7 @@ class Reconciler:
             # list, or its file removed): say so, or the record reads "done" beside "failed".
             self._store(hist, ch, None, HookResult(gone.name, "skipped", output=(
                 "no longer planned: removed from the hook list or the hooks directory")),
-                unrecorded)
+                unrecorded, ref)
         status = "failed" if failed else "done"
         ch.status, ch.settled_at = status, utc_now()
         if recorded and not self.degraded:
@@ -568,13 +649,14 @@ class Reconciler:
             except HistoryWriteError as e:
                 self._degrade(e)
         if self.degraded:
-            if recorded:
+            if key is not None:  # settle it (with any result an earlier append lost)
                 try:
-                    self.journal.append_hooks(int(ch.id or 0), unrecorded, status)
+                    self.journal.append_hooks(key, self._unjournalled, status)
                 except OSError as e:
-                    log.error(f"cannot write {self.journal.path} either ({e.strerror}): "
-                              f"hooks of change #{ch.id} that ran may run again")
-            ch.hooks.extend(unrecorded)  # (what ran, for the summary; journalled above)
+                    self._journal_lost(ch, e)
+                else:
+                    self._note_journal()
+            ch.hooks.extend(unrecorded)  # (what ran, for the summary; journalled as it ended)
         self.handled.append(ch)
         if failed:
             log.warning(f"change {_ref(ch)}: {ch.cls} hooks failed: {', '.join(failed)}")
@@ -582,7 +664,7 @@ class Reconciler:
             log.info(f"change {_ref(ch)}: {ch.cls} settled, hooks done")
 
     def _store(self, hist: History, ch: Change, run: HookRun | None, result: HookResult,
-               unrecorded: list[HookRun]) -> None:
+               unrecorded: list[HookRun], ref: str | None = None) -> None:
         if not self.degraded and ch.id is not None:
             try:
                 if run is not None:
@@ -599,9 +681,26 @@ class Reconciler:
             attempt = 1 + max((r.attempt for r in ch.hooks + unrecorded
                                if r.name == result.name), default=0)
         now = utc_now()
-        unrecorded.append(HookRun(int(ch.id or 0), result.name, attempt, result.status,
-                                  result.exit_code, result.duration_s, result.output or "",
-                                  now, now))
+        done = HookRun(int(ch.id or 0), result.name, attempt, result.status, result.exit_code,
+                       result.duration_s, result.output or "", now, now)
+        unrecorded.append(done)
+        key = ch.id if ch.id is not None else ref
+        if key is None:
+            return  # not journalled at all: the caller keeps the change whole at the end
+        try:  # now, not after the last hook: a kill between hooks loses nothing that ended
+            self.journal.append_hooks(key, [*self._unjournalled, done], None)
+        except OSError as e:
+            self._unjournalled.append(done)
+            self._journal_lost(ch, e)
+        else:
+            self._unjournalled.clear()
+            self._note_journal()
+
+    def _journal_lost(self, ch: Change, e: OSError) -> None:
+        if not self._lost_logged:
+            self._lost_logged = True
+            log.error(f"{self._journal_refused(e)}: hooks of change {_ref(ch)} that ran may "
+                      "run again")
 
     # -- logging -------------------------------------------------------------------------
 

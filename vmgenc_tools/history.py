@@ -21,8 +21,11 @@ Tables:
 
 When the database cannot be written (disk full, read-only) the handler still
 runs the hooks and appends what happened to a small fallback journal
-(:class:`Journal`, ``unrecorded.jsonl`` beside the database); the next run
-imports it, so the change is recorded and its hooks are not run again.
+(:class:`Journal`, ``unrecorded.jsonl`` beside the database, or in
+``${root}/var/run/vmgenc/`` when that cannot be written either): the change as
+``pending`` before its first hook, each hook's result as it ends.  The next run
+imports both files, so the change is recorded and a hook that finished ``ok``
+is not run again.
 
 Every query that lists changes is bounded by an index: the last N rows cost
 the same at ten rows and at a million.
@@ -601,30 +604,49 @@ class History:
                       (status, settled, change_id))
 
     def import_journal(self, journal: Journal) -> int:
-        """Move the fallback journal's entries into the database; returns how many."""
+        """Move the fallback journal's entries (both files) into the database; returns how many.
+
+        A change the journal alone knew comes in as it was left: ``pending``
+        with the hooks that finished, if the run that kept it was killed, so
+        the caller resumes only the hooks not yet ``ok``.
+        """
         entries = journal.read()
         if not entries:  # empty: an append that failed (disk full) and took itself back
             with contextlib.suppress(OSError):
                 journal.remove()
             return 0
         done = 0
+        refs: dict[str, int] = {}  # token of a journalled change -> its row
         with self._write("the fallback journal") as c:
             for e in entries:
                 token = e.get("token")
-                if c.execute("SELECT 1 FROM imported WHERE token = ?", (token,)).fetchone():
-                    continue
+                seen = c.execute("SELECT 1 FROM imported WHERE token = ?", (token,)).fetchone()
                 if e.get("kind") == "change":
                     ch = change_from_json(e["change"])
-                    self._insert_change(c, ch)
-                elif e.get("kind") == "hooks":
-                    cid = int(e["change_id"])
-                    c.execute("UPDATE hook_runs SET status = 'failed', finished_at = ?, "
-                              "output = 'interrupted: the database could not be written' "
-                              "WHERE change_id = ? AND status = 'running'", (utc_now(), cid))
-                    for run in e.get("hooks", ()):
-                        self._insert_run(c, cid, _run_from_json(cid, run))
-                    c.execute("UPDATE changes SET status = ?, settled_at = ? WHERE id = ?",
-                              (e["status"], e.get("settled_at"), cid))
+                    if not seen:
+                        refs[str(token)] = self._insert_change(c, ch)
+                    else:  # imported before (the file outlived the commit): find its row
+                        row = c.execute("SELECT id FROM changes WHERE detected_at = ? AND "
+                                        "guids = ? ORDER BY id DESC LIMIT 1",
+                                        (ch.detected_at, ch.guids)).fetchone()
+                        if row:
+                            refs[str(token)] = int(row[0])
+                if seen:
+                    continue
+                if e.get("kind") == "hooks":
+                    ref = e.get("change_ref")
+                    cid = refs.get(str(ref)) if ref is not None else int(e["change_id"])
+                    if cid is not None and c.execute("SELECT 1 FROM changes WHERE id = ?",
+                                                     (cid,)).fetchone():
+                        c.execute("UPDATE hook_runs SET status = 'failed', finished_at = ?, "
+                                  "output = 'interrupted: the database could not be written' "
+                                  "WHERE change_id = ? AND status = 'running'", (utc_now(), cid))
+                        for run in e.get("hooks", ()):
+                            self._insert_run(c, cid, _run_from_json(cid, run))
+                        if e.get("status"):  # None: hooks finished, the change not settled yet
+                            c.execute("UPDATE changes SET status = ?, settled_at = ? "
+                                      "WHERE id = ?", (e["status"], e.get("settled_at"), cid))
+                    # (no such change: its own line was torn, or the database was replaced)
                 c.execute("INSERT INTO imported (token) VALUES (?)", (token,))
                 done += 1
         journal.remove()
@@ -710,18 +732,62 @@ def _run_from_json(change_id: int, d: dict) -> HookRun:
 
 
 class Journal:
-    """Append-only JSON lines for what could not be written to the database."""
+    """Append-only JSON lines for what could not be written to the database.
 
-    def __init__(self, path: str) -> None:
+    ``path`` is the file beside the database; ``fallback`` (the handler passes
+    ``${root}/var/run/vmgenc/unrecorded.jsonl``), if given, takes an entry that
+    ``path`` refuses (read-only file system, disk full).  Reading, importing and
+    removing cover both files; entries are read back in the order appended.
+
+    While degraded the handler appends a change as ``pending`` *before* its
+    first hook runs, then one ``hooks`` entry as each hook ends and one that
+    settles the change, so a kill between hooks loses no finished hook.  A
+    change the database never got is referred to by its entry's token
+    (``change_ref``), one it has by ``change_id``.
+    """
+
+    def __init__(self, path: str, fallback: str | None = None) -> None:
         self.path = path
+        self.fallback = fallback if fallback != path else None
+        self.used: str | None = None  # where this object's last append went
+        self.errors: dict[str, OSError] = {}  # why a file refused that append (or the last)
 
-    def append(self, entry: dict[str, object]) -> None:
-        """Append one entry durably (raises OSError when even this fails)."""
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path,) if self.fallback is None else (self.path, self.fallback)
+
+    def exists(self) -> bool:
+        return any(os.path.exists(p) for p in self.paths)
+
+    def append(self, entry: dict[str, object]) -> str:
+        """Append one entry durably, as one whole line; returns its token.
+
+        The file that took the last entry is tried first, then the other.  When
+        every file refuses, the OSError of :attr:`path` is raised (:attr:`errors`
+        holds each file's).
+        """
         import json
 
-        entry = {"token": os.urandom(16).hex(), **entry}
+        entry = {"token": os.urandom(16).hex(), "at": utc_now(), **entry}
         data = (json.dumps(entry, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, DB_MODE)
+        order = [p for p in self.paths if p == self.used] + \
+                [p for p in self.paths if p != self.used]
+        errors: dict[str, OSError] = {}
+        for path in order:
+            try:
+                self._append_to(path, data)
+            except OSError as e:
+                errors[path] = e
+                continue
+            self.used, self.errors = path, errors
+            return str(entry["token"])
+        self.errors = errors
+        raise errors.get(self.path) or next(iter(errors.values()))
+
+    def _append_to(self, path: str, data: bytes) -> None:
+        if path != self.path:  # ${root}/var/run/vmgenc may not exist yet (as fastcheck makes it)
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, DB_MODE)
         try:
             start = os.lseek(fd, 0, os.SEEK_END)
             if start and os.pread(fd, 1, start - 1) != b"\n":
@@ -737,43 +803,109 @@ class Journal:
                 raise
         finally:
             os.close(fd)
+        if not start:  # a new file: its directory entry must survive power loss too
+            with contextlib.suppress(OSError):
+                dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
 
-    def append_change(self, ch: Change) -> None:
-        self.append({"kind": "change", "change": change_to_json(ch)})
+    def append_change(self, ch: Change) -> str:
+        """The change as it is now (``pending`` before its hooks); returns its token."""
+        return self.append({"kind": "change", "change": change_to_json(ch)})
 
-    def append_hooks(self, change_id: int, runs: list[HookRun], status: str) -> None:
-        self.append({"kind": "hooks", "change_id": change_id, "status": status,
-                     "settled_at": utc_now(), "hooks": [r.fields() for r in runs]})
+    def append_hooks(self, change: int | str, runs: list[HookRun],
+                     status: str | None) -> str:
+        """Finished hook runs of a change (its id, or the token of its journal entry).
 
-    def read(self) -> list[dict]:
-        """Complete entries (a torn last line from a crash is ignored)."""
+        ``status`` ``done``/``failed`` settles the change; None: more may follow.
+        """
+        key: dict[str, object] = ({"change_ref": change} if isinstance(change, str)
+                                  else {"change_id": change})
+        return self.append({"kind": "hooks", **key, "status": status,
+                            "settled_at": utc_now() if status else None,
+                            "hooks": [r.fields() for r in runs]})
+
+    @staticmethod
+    def _read_one(path: str) -> list[dict]:
         import json
 
         try:
-            with open(self.path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8", errors="replace") as f:
                 lines = f.read().splitlines()
         except FileNotFoundError:
             return []
         out = []
         for line in lines:
             try:
-                out.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(entry, dict):
+                out.append(entry)
         return out
 
+    def read(self) -> list[dict]:
+        """Complete entries of both files, oldest first (a torn line from a crash is ignored).
+
+        Each file keeps its own order; the two are interleaved by append time.
+        """
+        lists = [self._read_one(p) for p in self.paths]
+        if len(lists) == 1 or not all(lists):
+            return [e for entries in lists for e in entries]
+        import heapq
+
+        return list(heapq.merge(*lists, key=lambda e: str(e.get("at") or "")))
+
     def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        for path in self.paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def changes(self) -> list[tuple[str, Change]]:
+        """``(token, change)`` for every change only the journal knows, oldest first.
+
+        Each change carries the hook runs journalled for it, and the status of
+        the entry that settled it (``pending`` if none did: a killed run).
+        """
+        entries = self.read()
+        out: dict[str, Change] = {}
+        for e in entries:
+            if e.get("kind") == "change":
+                try:
+                    out[str(e.get("token"))] = change_from_json(e["change"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+            elif e.get("kind") == "hooks" and str(e.get("change_ref")) in out:
+                ch = out[str(e.get("change_ref"))]
+                ch.hooks.extend(_run_from_json(0, h) for h in e.get("hooks", ()))
+                if e.get("status"):
+                    ch.status, ch.settled_at = str(e["status"]), e.get("settled_at")
+        return list(out.items())
 
     def last_change(self) -> Change | None:
         """The newest change that only the journal knows (for comparing while degraded)."""
-        changes = [e for e in self.read() if e.get("kind") == "change"]
-        return change_from_json(changes[-1]["change"]) if changes else None
+        changes = self.changes()
+        return changes[-1][1] if changes else None
 
-    def ok_names(self, change_id: int) -> set[str]:
+    def settled(self) -> dict[int, str]:
+        """``{change_id: status}`` for recorded changes that a journal entry settled."""
+        out: dict[int, str] = {}
+        for e in self.read():
+            if e.get("kind") == "hooks" and e.get("change_id") is not None and e.get("status"):
+                out[int(e["change_id"])] = str(e["status"])
+        return out
+
+    def ok_names(self, change: int | str) -> set[str]:
+        """Hooks recorded ``ok`` here for a change (its id, or its entry's token)."""
         names: set[str] = set()
         for e in self.read():
-            if e.get("kind") == "hooks" and e.get("change_id") == change_id:
+            if e.get("kind") == "hooks" and (e.get("change_ref") == change
+                                             if isinstance(change, str)
+                                             else e.get("change_id") == change):
                 names |= {h["name"] for h in e.get("hooks", ()) if h.get("status") == "ok"}
+            elif e.get("kind") == "change" and e.get("token") == change:
+                names |= {h["name"] for h in e["change"].get("hooks") or ()
+                          if h.get("status") == "ok"}
         return names
