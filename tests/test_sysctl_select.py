@@ -154,3 +154,34 @@ def test_only_the_libc_backend_imports_ctypes():
             if fn.endswith(".py") and _imports_ctypes(os.path.join(dirpath, fn)):
                 importers.append(os.path.relpath(os.path.join(dirpath, fn), REPO))
     assert importers == [os.path.join("vmgenc_tools", "sysctl", "libc.py")]
+
+
+VMGENCTL = os.path.join(os.path.dirname(sys.executable), "vmgenctl")
+
+
+@pytest.mark.parametrize("args", [["check"], ["status"]])
+@pytest.mark.parametrize("form", ["separate", "joined"])
+def test_the_command_line_option_beats_the_environment(tmp_path, args, form):
+    """``vmgenctl --sysctl-backend sim`` (the fast check path and the click app alike) wins
+    over ``VMGENC_SYSCTL_BACKEND=libc``, which on its own fails on this root."""
+    import subprocess
+
+    root = str(tmp_path / "vm")
+    assert subprocess.run([VMGENCTL, "--root", root, "sim", "init"], capture_output=True,
+                          timeout=60).returncode == 0
+    env = dict(os.environ, VMGENC_SYSCTL_BACKEND="libc")
+    env.pop("VMGENC_LIBC", None)
+    env.pop("VMGENC_ROOT", None)
+    if not ON_FREEBSD:  # FreeBSD's libc would answer; elsewhere libc alone cannot
+        alone = subprocess.run([VMGENCTL, "--root", root, *args], capture_output=True,
+                               text=True, env=env, timeout=60)
+        assert alone.returncode == 7 and "sysctlbyname" in alone.stderr, alone.stderr
+    opt = (["--sysctl-backend", "sim"] if form == "separate" else ["--sysctl-backend=sim"])
+    for before in ([*opt, "--root", root], ["--root", root, *opt]):
+        p = subprocess.run([VMGENCTL, *before, *args], capture_output=True, text=True,
+                           env=env, timeout=60)
+        assert p.returncode in (0, 1) and p.stderr == "", (before, p.stderr)
+    bad = subprocess.run([VMGENCTL, "--sysctl-backend", "bsd", "--root", root, *args],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("vmgenctl: ") and "'bsd' is not one of" in bad.stderr

@@ -9,18 +9,34 @@ from __future__ import annotations
 import os
 import sys
 
+BACKENDS = ("libc", "sim")
+
 
 def split_root(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Take the global ``--root DIR`` / ``--root=DIR`` off the front of ``argv``."""
+    """Take the global options off the front of ``argv``: ``(--root DIR, the rest)``.
+
+    ``--sysctl-backend NAME`` is taken too and put in ``VMGENC_SYSCTL_BACKEND``
+    (so the detached worker and devd actions of a simulated VM inherit it);
+    a name that is not a backend is left for the parser to refuse.
+    """
     root = None
     rest = list(argv)
-    while rest and rest[0].startswith("--root"):
-        if rest[0] == "--root" and len(rest) > 1:
-            root, rest = rest[1], rest[2:]
-        elif rest[0].startswith("--root="):
-            root, rest = rest[0].split("=", 1)[1], rest[1:]
-        else:
+    while rest:
+        name, eq, value = rest[0].partition("=")
+        if name not in ("--root", "--sysctl-backend"):
             break
+        if not eq:
+            if len(rest) < 2:
+                break
+            value, rest = rest[1], rest[2:]
+        else:
+            rest = rest[1:]
+        if name == "--root":
+            root = value
+        elif value in BACKENDS:
+            os.environ["VMGENC_SYSCTL_BACKEND"] = value
+        else:
+            return root, [f"--sysctl-backend={value}", *rest]
     return root, rest
 
 

@@ -18,9 +18,12 @@ from .common import App, Ctx, Fail, run_app
 @click.group("vmgenctl", cls=App, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", "root", envvar="VMGENC_ROOT", default="/", show_default=True,
               type=click.Path(file_okay=False), help="Prefix for every path (a sandbox).")
+@click.option("--sysctl-backend", "backend", type=click.Choice(["libc", "sim"]), default=None,
+              help="Where sysctl/kenv values come from (default: sim for a simulated VM's "
+                   "root, libc on FreeBSD); sets VMGENC_SYSCTL_BACKEND.")
 @click.version_option(__version__, prog_name="vmgenctl")
 @click.pass_context
-def app(ctx: click.Context, root: str) -> None:
+def app(ctx: click.Context, root: str, backend: str | None) -> None:
     """React to VM Generation ID changes seen by FreeBSD's vmgenc(4).
 
     Shell completion: eval "$(_VMGENCTL_COMPLETE=bash_source vmgenctl)" (or zsh_source,
@@ -32,6 +35,8 @@ def app(ctx: click.Context, root: str) -> None:
         # anything else would quietly report on nothing (an empty history, no hooks).
         raise Fail(missing_root(root), exitcodes.USAGE)
     os.environ["VMGENC_ROOT"] = root
+    if backend:
+        os.environ["VMGENC_SYSCTL_BACKEND"] = backend
     ctx.obj = Ctx(root=root)
 
 
