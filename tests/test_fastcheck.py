@@ -177,6 +177,32 @@ def test_unusable_database_is_exit_8(kernel_root, capsys):
     assert "move it aside" in err and err.count("\n") == 1
 
 
+def test_boot_checked_only_after_a_boot_check_that_got_through(kernel_root, capsys):
+    """The mark means "this boot's check saw the recorded generation": a boot check that
+    fails (an unusable history, no device) must not leave it; one that works does."""
+    d = os.path.join(kernel_root, "var", "db", "vmgenc")
+    mark = os.path.join(d, fastcheck.BOOT_CHECKED)
+    os.makedirs(d)
+    with open(os.path.join(d, "history.db"), "wb") as f:
+        f.write(b"not sqlite" * 500)
+    assert fastcheck.run_check(kernel_root, ["--source", "boot"]) == exitcodes.STATE
+    assert not os.path.exists(mark)
+    os.unlink(os.path.join(d, "history.db"))
+    write_kernel(kernel_root, [])
+    assert fastcheck.run_check(kernel_root, ["--source", "boot"]) == exitcodes.NO_DEVICE
+    assert not os.path.exists(mark)
+    write_kernel(kernel_root, [G0])
+    assert fastcheck.run_check(kernel_root, ["--source", "boot"]) == exitcodes.OK  # records
+    assert os.path.exists(mark)
+    os.unlink(mark)
+    assert fastcheck.run_check(kernel_root, ["--source", "boot"]) == exitcodes.OK  # fast path
+    assert os.path.exists(mark)
+    os.unlink(mark)
+    assert fastcheck.run_check(kernel_root, ["--source", "manual"]) == exitcodes.OK
+    assert not os.path.exists(mark)
+    capsys.readouterr()
+
+
 # -- the rc.conf cache ------------------------------------------------------------------------
 
 

@@ -480,6 +480,27 @@ def test_the_second_journal_takes_what_the_first_refuses_and_both_are_read(tmp_p
     assert not j.exists()
 
 
+def test_a_clock_stepped_back_does_not_orphan_a_hooks_entry(db, tmp_path, mocker):
+    """The change in the second file, its hooks entry in the first with an earlier ``at``
+    (the clock was stepped back between the runs): the hook still counts, and imports."""
+    j = _two(tmp_path)
+    mocker.patch("vmgenc_tools.history.utc_now", return_value="2026-12-04T10:00:00+00:00")
+    ref = j.append_change(mkchange())  # the first's directory is missing: the second takes it
+    os.makedirs(os.path.dirname(j.path))
+    j.used = None
+    mocker.patch("vmgenc_tools.history.utc_now", return_value="2026-12-04T09:00:00+00:00")
+    j.append_hooks(ref, [_run("a")], None)
+    mocker.stopall()
+    assert j.used == j.path
+    assert [e["kind"] for e in j.read()] == ["hooks", "change"]  # as the clock has it
+    ((_, kept),) = j.changes()
+    assert [r.name for r in kept.hooks] == ["a"] and j.ok_names(ref) == {"a"}
+    with History.open(db) as h:
+        assert h.import_journal(j) == 2
+        (ch,) = h.pending()
+    assert ch.ok_names() == {"a"}
+
+
 def test_when_both_journals_refuse_the_first_ones_error_is_raised(tmp_path):
     j = _two(tmp_path)
     open(tmp_path / "var", "w").close()  # neither directory can be made

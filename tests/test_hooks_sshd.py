@@ -160,6 +160,11 @@ def sshd_version() -> tuple[int, int]:
     (["/usr/sbin/sshd"], "OpenSSH_9.8p1, OpenSSL 3.0.14", True),
     (["/usr/sbin/sshd"], "OpenSSH_10.0p2, OpenSSL 3.5", True),
     (["/usr/sbin/sshd", "-D", "-r"], "OpenSSH_9.2p1", True),
+    (["/usr/sbin/sshd", "-Dr"], "OpenSSH_9.2p1", True),
+    # FreeBSD: the listener's process title, one string
+    (["sshd: /usr/sbin/sshd -r [listener] 0 of 10-100 startups"], "OpenSSH_9.6p1", True),
+    (["sshd: /usr/sbin/sshd [listener] 0 of 10-100 startups"], "OpenSSH_9.6p1", False),
+    (["/usr/sbin/sshd", "-f", "/etc/ssh/sshd_config", "-p", "22"], "OpenSSH_9.6p1", False),
     (["/usr/sbin/sshd"], "sshd: illegal option -- V", True),
 ])
 def test_reload_decision(cmdline, version, needed):

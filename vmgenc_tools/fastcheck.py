@@ -299,7 +299,7 @@ def parse_check_args(args: list[str]) -> dict[str, object]:
     return opts
 
 
-def _touch(path: str) -> None:
+def touch(path: str) -> None:
     """Create or update ``path`` (a marker; a missing directory means no history yet)."""
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o640))
@@ -323,12 +323,12 @@ def run_check(root: str, args: list[str]) -> int:
     try:
         opts = parse_check_args(list(args))
         values, dbdir = config_vars(root)
-        if opts["source"] == "boot" and not opts["dry_run"]:
-            _touch(os.path.join(under(root, dbdir), BOOT_CHECKED))
         if not opts["dry_run"] and opts["cls"] is None:
             line = live_line(root)
             state = settled_state(root, dbdir, line)
             if state is not None:
+                if opts["source"] == "boot":  # this boot saw the recorded generation
+                    touch(os.path.join(under(root, dbdir), BOOT_CHECKED))
                 expect = opts["expect"]
                 if expect is not None and line.split()[0] != expect.hex:
                     from .generation import Generation

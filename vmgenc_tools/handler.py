@@ -41,7 +41,7 @@ from collections.abc import Callable
 from . import exitcodes, log
 from .classify import classify
 from .config import CLASSES, Config
-from .fastcheck import BOOT_CHECKED, CACHE_REL, load_config, read_last_guid
+from .fastcheck import BOOT_CHECKED, CACHE_REL, load_config, read_last_guid, touch
 from .generation import Generation
 from .history import (
     JOURNAL_NAME,
@@ -926,6 +926,11 @@ def check(root: str, *, source: str = "manual", expect: Generation | None = None
         return code
     r = Reconciler(config, planner=planner)
     drive(r, _acquire_waiting(r.paths.lock), source=source, forced=forced)
+    if source == "boot" and not r.degraded:
+        # The boot check is through: any change it found is recorded with this boot's
+        # time; otherwise it saw the recorded generation.  Either way a later manual check
+        # that finds a new GUID in this boot is looking at a run-time change (classify).
+        touch(r.paths.boot_checked)
     for ch in r.handled:
         print(summary(ch))
     if forced and not any(c.forced == "cli" for c in r.handled):

@@ -25,7 +25,10 @@ runs the hooks and appends what happened to a small fallback journal
 ``${root}/var/run/vmgenc/`` when that cannot be written either): the change as
 ``pending`` before its first hook, each hook's result as it ends.  The next run
 imports both files, so the change is recorded and a hook that finished ``ok``
-is not run again.
+is not run again.  The second file outlives a killed run, not a reboot:
+``rc.d/cleanvar`` empties ``/var/run`` at boot, before the boot check, so
+after a power loss the hooks it alone held run again (idempotent hooks are
+the rule, vmgenc-hooks(5)).
 
 Every query that lists changes is bounded by an index: the last N rows cost
 the same at ten rows and at a million.
@@ -618,7 +621,7 @@ class History:
         done = 0
         refs: dict[str, int] = {}  # token of a journalled change -> its row
         with self._write("the fallback journal") as c:
-            for e in entries:
+            for e in changes_first(entries):
                 token = e.get("token")
                 seen = c.execute("SELECT 1 FROM imported WHERE token = ?", (token,)).fetchone()
                 if e.get("kind") == "change":
@@ -729,6 +732,17 @@ def _run_from_json(change_id: int, d: dict) -> HookRun:
     d.pop("id", None)
     d["change_id"] = change_id
     return HookRun(**d)
+
+
+def changes_first(entries: list[dict]) -> list[dict]:
+    """The change entries, then the rest, each in their order.
+
+    A hooks entry names its change by token, and the two may sit in different
+    files whose interleaving by the ``at`` times a clock step can reverse; so
+    every change is known before any hooks entry is applied to it.
+    """
+    return ([e for e in entries if e.get("kind") == "change"]
+            + [e for e in entries if e.get("kind") != "change"])
 
 
 class Journal:
@@ -869,9 +883,8 @@ class Journal:
         Each change carries the hook runs journalled for it, and the status of
         the entry that settled it (``pending`` if none did: a killed run).
         """
-        entries = self.read()
         out: dict[str, Change] = {}
-        for e in entries:
+        for e in changes_first(self.read()):
             if e.get("kind") == "change":
                 try:
                     out[str(e.get("token"))] = change_from_json(e["change"])

@@ -398,8 +398,15 @@ KEYS_FROM_LISTENER = (9, 8)
 
 
 def reload_decision(cmdline: list[str], version_text: str) -> tuple[bool, str]:
-    """From sshd's command line and its ``-V`` output: SIGHUP needed?, and why."""
-    if "-r" in cmdline[1:]:
+    """From sshd's command line and its ``-V`` output: SIGHUP needed?, and why.
+
+    The words are split again: on FreeBSD the listener rewrites its process
+    title and psutil returns it as one string (``sshd: /usr/sbin/sshd -r
+    [listener] …``); ``-r`` may also stand in a cluster (``-Dr``).  A value
+    that looks like a cluster with an ``r`` only errs towards a reload.
+    """
+    words = [w for arg in cmdline for w in arg.split()]
+    if any(re.fullmatch(r"-[A-Za-z]*r[A-Za-z]*", w) for w in words[1:]):
         return True, "sshd runs with -r (no re-execution: host keys loaded once)"
     m = re.search(r"OpenSSH_(\d+)\.(\d+)", version_text)
     if m is None:
