@@ -38,7 +38,7 @@ install:
 	install -d "$(DESTDIR)$(PREFIX)/etc/devd" "$(DESTDIR)$(PREFIX)/etc/rc.d" \
 		"$(DESTDIR)$(PREFIX)/etc/vmgenc/hooks.d" "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(MANDIR)/man5"
 	sed 's|/usr/local|$(PREFIX)|g' devd/vmgenc.conf > "$(DESTDIR)$(PREFIX)/etc/devd/vmgenc.conf"
-	chmod 644 "$(DESTDIR)$(PREFIX)/etc/devd/vmgenc.conf"
+	chmod 444 "$(DESTDIR)$(PREFIX)/etc/devd/vmgenc.conf"  # as base /etc/devd/*.conf and the port
 	sed 's|/usr/local|$(PREFIX)|g' rc.d/vmgenc > "$(DESTDIR)$(PREFIX)/etc/rc.d/vmgenc"
 	chmod 555 "$(DESTDIR)$(PREFIX)/etc/rc.d/vmgenc"
 	install -m 444 man/vmgenctl.8 "$(DESTDIR)$(MANDIR)/man8/vmgenctl.8"

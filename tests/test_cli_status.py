@@ -435,7 +435,9 @@ def test_wait_settles_on_failed_hooks_exit_0_with_a_note(root):
 def test_wait_console_script_timeout(root):
     cli(root, "check")
     p = script(root, "wait", "--timeout", "0.1")
-    assert p.returncode == exitcodes.TIMEOUT and p.stderr == ""
+    assert p.returncode == exitcodes.TIMEOUT
+    assert p.stderr.startswith("vmgenctl: timed out after 0.1 s: still generation ")
+    assert p.stderr.count("\n") == 1
 
 
 def failing_site_hook(root: str, trusted_rc_conf) -> str:

@@ -113,6 +113,23 @@ def test_class_flag_and_intent_file_force_the_next_change(root, capsys):
     assert (last.cls, last.forced) == ("clone", None)
 
 
+def test_an_intent_that_names_no_class_is_said_and_recorded(root, capsys):
+    """A typo (``restor``) must not pass unseen: the change keeps its own class (a clone
+    here), the record and check's stderr say why the intent was not used, and the file
+    stays for the admin to fix."""
+    intent = os.path.join(root, "var/db/vmgenc/intent")
+    with open(intent, "w") as f:
+        f.write("restor\n")
+    set_guid(root, G2)
+    assert fastcheck.run_check(root, []) == 0
+    last = History.open_readonly(os.path.join(root, "var/db/vmgenc/history.db")).last_change()
+    assert (last.cls, last.forced) == ("clone", None)
+    assert last.warning and "'restor' is not a class" in last.warning
+    err = capsys.readouterr().err
+    assert err.startswith("vmgenctl: warning: ") and "'restor' is not a class" in err
+    assert "use one of first-seen" in err and os.path.exists(intent)
+
+
 def test_expect_on_the_fast_path(root, capsys):
     assert fastcheck.run_check(root, ["--expect", G0]) == 0
     assert fastcheck.run_check(root, ["--expect=" + Generation.parse(G0).hex]) == 0
@@ -134,7 +151,7 @@ def test_failed_state_is_exit_1_on_the_fast_path(root):
     (["--source"], "--source needs a value"),
     (["--source", "cron"], "use boot, devd or manual"),
     (["--class", "teleport"], "use one of first-seen"),
-    (["--expect", "not-a-guid"], "not a GUID"),
+    (["--expect", "not-a-guid"], "vmgenctl: --expect: not a GUID"),
 ])
 def test_bad_arguments_are_one_line_exit_2(root, capsys, args, needle):
     assert fastcheck.run_check(root, args) == exitcodes.USAGE

@@ -164,6 +164,10 @@ def test_rc_script_mode_and_prefix(installed):
             assert (root / "bin" / prog).is_file(), f"{shipped} runs {prefix}/bin/{prog}: missing"
     conf = (root / "etc/devd/vmgenc.conf").read_text()
     assert f"{prefix}/bin/vmgenc-devd" in conf
+    # the modes the port's INSTALL_DATA / INSTALL_MAN give (SHAREMODE 0444), as base devd.conf
+    assert stat.S_IMODE((root / "etc/devd/vmgenc.conf").stat().st_mode) == 0o444
+    for page in (root / "share/man").glob("man*/*"):
+        assert stat.S_IMODE(page.stat().st_mode) == 0o444, page
 
 
 def test_port_post_install_stages_the_plist():

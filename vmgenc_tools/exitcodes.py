@@ -10,3 +10,4 @@ CONFIG = 6             # rc.conf knob malformed or unknown value
 ENVIRONMENT = 7        # no usable backend (not FreeBSD, no simulated VM), permissions, I/O
 STATE = 8              # the history database or the simulated VM's state is unusable
 INTERRUPTED = 130      # SIGINT (128 + 2), as sh reports a command killed by ^C
+STDOUT_CLOSED = 141    # SIGPIPE (128 + 13): the output's reader went away (| head)

@@ -293,9 +293,12 @@ def parse_check_args(args: list[str]) -> dict[str, object]:
         if opts["cls"] not in CLASSES:
             raise UsageError(f"--class {opts['cls']!r}: use one of {', '.join(CLASSES)}")
     if opts["expect"] is not None:
-        from .generation import Generation
+        from .generation import Generation, GenerationError
 
-        opts["expect"] = Generation.parse(str(opts["expect"]))
+        try:
+            opts["expect"] = Generation.parse(str(opts["expect"]))
+        except GenerationError as e:  # named as click names the other options' GUIDs
+            raise UsageError(f"--expect: {e}") from None
     return opts
 
 

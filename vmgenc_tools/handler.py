@@ -265,6 +265,7 @@ class Reconciler:
         self._unjournalled: list[HookRun] = []  # hook results no journal file took (yet)
         self._lost_logged = False
         self.degraded: str | None = None
+        self.intent_problem: str | None = None  # an intent file that names no class
         self.handled: list[Change] = []
         self.settled_line: str | None = None
         self.current: Change | None = None
@@ -321,8 +322,9 @@ class Reconciler:
             return None  # consumed already (a crash came between record and unlink)
         cls = words[0] if words else ""
         if cls not in CLASSES:
-            log.warning(f"{path}: {cls!r} is not a class (use one of {', '.join(CLASSES)}): "
-                        "ignored")
+            self.intent_problem = (f"{path}: {cls!r} is not a class, so it was ignored and "
+                                   f"left in place (use one of {', '.join(CLASSES)})")
+            log.warning(self.intent_problem)
             return None
         return cls, sig
 
@@ -381,7 +383,7 @@ class Reconciler:
             source=src, cls=verdict.cls, status="pending",
             old_raw=prev.new_raw if prev else None, old_text=prev.new_text if prev else None,
             acpi_path=acpi, devd_timestamp=stamp, forced=forced_by, intent_sig=intent_sig,
-            reason=verdict.reason, **common)
+            reason=verdict.reason, warning=self.intent_problem, **common)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -671,7 +673,7 @@ class Reconciler:
                     hist.finish_hook(run, result)
                     ch.hooks.append(run)
                 else:
-                    hist.add_hook_result(int(ch.id), result)
+                    ch.hooks.append(hist.add_hook_result(int(ch.id), result))
                 return
             except HistoryWriteError as e:
                 self._degrade(e)
@@ -933,6 +935,8 @@ def check(root: str, *, source: str = "manual", expect: Generation | None = None
         touch(r.paths.boot_checked)
     for ch in r.handled:
         print(summary(ch))
+        if ch.warning and not ch.is_no_id:
+            print(f"vmgenctl: warning: {ch.warning}", file=sys.stderr)
     if forced and not any(c.forced == "cli" for c in r.handled):
         print("vmgenctl: no change to classify: --class was not used", file=sys.stderr)
     if r.degraded:

@@ -578,16 +578,17 @@ class History:
                       (run.status, run.exit_code, run.duration_s, run.output,
                        run.finished_at, run.id))
 
-    def add_hook_result(self, change_id: int, result: HookResult) -> None:
+    def add_hook_result(self, change_id: int, result: HookResult) -> HookRun:
         """Record a hook that was not started (``skipped``) as one finished attempt."""
         with self._write(f"the result of hook {result.name}") as c:
             (n,) = c.execute("SELECT COALESCE(MAX(attempt), 0) FROM hook_runs "
                              "WHERE change_id = ? AND name = ?",
                              (change_id, result.name)).fetchone()
             now = utc_now()
-            self._insert_run(c, change_id, HookRun(
-                change_id, result.name, n + 1, result.status, result.exit_code,
-                result.duration_s, result.output or "", now, now))
+            run = HookRun(change_id, result.name, n + 1, result.status, result.exit_code,
+                          result.duration_s, result.output or "", now, now)
+            run.id = self._insert_run(c, change_id, run)
+        return run
 
     def mark_interrupted(self, change_id: int) -> int:
         """Attempts left ``running`` by a killed run become ``failed``; returns how many."""

@@ -108,5 +108,9 @@ def wait(root: str, since: Generation | None = None, timeout: float | None = Non
                 return exitcodes.OK
         now = time.monotonic()
         if deadline is not None and now >= deadline:
+            what = (f"still generation {base}" if guids[0] == base
+                    else f"the hooks of generation {guids[0]} have not settled")
+            print(f"vmgenctl: timed out after {timeout:g} s: {what} (a longer --timeout, or "
+                  "'vmgenctl status')", file=sys.stderr)
             return exitcodes.TIMEOUT
         time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))

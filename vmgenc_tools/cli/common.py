@@ -71,6 +71,8 @@ class App(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:  # not an OSError past here: click would exit 1 for it
+            raise StdoutClosed() from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as e:  # noqa: BLE001 - re-raised below unless expected
@@ -96,6 +98,9 @@ class App(click.Group):
                 return exitcodes.USAGE
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            sys.stdout.flush()
+        except (BrokenPipeError, StdoutClosed):
+            return stdout_closed()
         except click.exceptions.Exit as e:
             return e.exit_code
         except click.UsageError as e:
@@ -110,8 +115,20 @@ class App(click.Group):
         except click.exceptions.Abort:
             click.echo("vmgenctl: interrupted", err=True)
             return exitcodes.INTERRUPTED
-        sys.stdout.flush()
         return rv if isinstance(rv, int) else 0
+
+
+class StdoutClosed(Exception):
+    """Standard output's reader went away (carried past click, which exits 1 on EPIPE)."""
+
+
+def stdout_closed() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as a C tool killed
+    by SIGPIPE would, and keep the interpreter's last flush from complaining."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return exitcodes.STDOUT_CLOSED
 
 
 def usage_line(e: click.UsageError) -> str:
