@@ -17,7 +17,8 @@ from hooks_sandbox import (
 )
 
 from vmgenc_tools import config, entry, log
-from vmgenc_tools.hooks import runner, site
+from vmgenc_tools.cli import hooks as cli_hooks
+from vmgenc_tools.hooks import runner, site, trust
 from vmgenc_tools.hooks.base import HookResult
 
 NOBODY = 65534
@@ -116,7 +117,12 @@ def test_missing_hooks_dir_means_no_site_hooks(root):
     write_rc_conf(root, hooks_dir="/nonexistent/hooks.d", hooks_restore="site entropy")
     cfg = config.load(root)
     assert names(runner.plan(cfg, "restore")) == ["entropy"]
+    # nothing to refuse, so the runner's own checks are silent; 'hooks validate' is not
     assert runner.validate(cfg) == []
+    assert [str(p) for p in cli_hooks.all_problems(cfg)] == [
+        "vmgenc_hooks_dir /nonexistent/hooks.d does not exist under the root "
+        f"({root}/nonexistent/hooks.d): no site hook will run "
+        "(create it, or fix vmgenc_hooks_dir)"]
 
 
 # -- environment, output, exit status --------------------------------------------------------
@@ -328,10 +334,11 @@ def test_refused_not_owned_by_trusted_uid(root):
     path = add_hook(root, "10-owner", MARK)
     if AS_ROOT:
         os.chown(path, NOBODY, NOBODY)
-        expect = f"owned by uid {NOBODY}, not the trusted uid {os.getuid()}"
+        expect = f"owned by uid {NOBODY}, not root (vmgenc_hooks_owner_uid)"
     else:  # cannot give a file away: distrust our own uid instead
         write_rc_conf(root, hooks_restore="site", hooks_owner_uid=str(os.getuid() + 1))
-        expect = f"owned by uid {os.getuid()}, not the trusted uid {os.getuid() + 1}"
+        expect = (f"owned by uid {os.getuid()}, not root or the trusted uid {os.getuid() + 1} "
+                  "(vmgenc_hooks_owner_uid)")
     assert f"{path}: {expect}" in assert_refused(root, "10-owner").output
 
 
@@ -355,14 +362,56 @@ def test_refused_in_a_directory_owned_by_someone_else(root):
     d = os.path.join(root, "usr", "local", "etc")
     if AS_ROOT:
         os.chown(d, NOBODY, NOBODY)
-        owner, trusted = NOBODY, os.getuid()
+        owner, trusted = NOBODY, "root"
     else:  # cannot give a directory away: distrust our own uid instead
         write_rc_conf(root, hooks_restore="site", hooks_owner_uid=str(os.getuid() + 1))
-        owner, trusted = os.getuid(), os.getuid() + 1
+        owner, trusted = os.getuid(), f"root or the trusted uid {os.getuid() + 1}"
     out = assert_refused(root, "10-a").output
-    assert f"{d}: directory owned by uid {owner}, not the trusted uid {trusted}" in out
+    assert f"{d}: directory owned by uid {owner}, not {trusted} (vmgenc_hooks_owner_uid)" in out
     if AS_ROOT:  # only that directory is reported: the rule is per directory
         assert out.count("directory owned by") == 1
+
+
+TRUSTED = 1000  # vmgenc_hooks_owner_uid in the acceptance test: a deploy user, not root
+STRANGER = 1001
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="needs chown: giving files to uid 1000")
+def test_the_trusted_uid_may_own_hooks_in_root_owned_directories(root):
+    """/ and /usr are root's on every system: with vmgenc_hooks_owner_uid=1000 a hook and a
+    hooks directory owned by 1000 under root-owned parents run; a third uid is refused."""
+    write_rc_conf(root, hooks_restore="site", hooks_owner_uid=str(TRUSTED))
+    path = add_hook(root, "10-deploy", MARK)
+    os.chown(path, TRUSTED, TRUSTED)
+    os.chown(hooks_path(root), TRUSTED, TRUSTED)
+    assert os.stat(os.path.join(root, "usr")).st_uid == 0  # the parents stay root's
+    add_hook(root, "20-root", 'touch "$VMGENC_ROOT/root-ran"')  # root is always trusted
+    plan = runner.plan(config.load(root), "restore")
+    assert [(h.name, h.problems) for h in plan] == [("site:10-deploy", []), ("site:20-root", [])]
+    assert [r.status for r in run_all(plan, ctx_for(root, cls="restore"))] == ["ok", "ok"]
+    assert os.path.exists(os.path.join(root, "ran"))
+    assert os.path.exists(os.path.join(root, "root-ran"))
+    assert runner.validate(config.load(root)) == []
+
+    os.chown(path, STRANGER, STRANGER)
+    d = os.path.join(root, "usr", "local", "etc")
+    os.chown(d, STRANGER, STRANGER)
+    os.remove(os.path.join(root, "ran"))
+    out = assert_refused(root, "10-deploy").output
+    why = f"not root or the trusted uid {TRUSTED} (vmgenc_hooks_owner_uid)"
+    assert out == (f"refused, not run:\n{path}: owned by uid {STRANGER}, {why}\n"
+                   f"{d}: directory owned by uid {STRANGER}, {why}\n")
+
+
+def test_root_owned_directories_are_trusted_whatever_the_owner_uid():
+    """The real / and /usr (only read): root's, and trusted with any vmgenc_hooks_owner_uid."""
+    for d in ("/", "/usr"):
+        st = os.stat(d)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            pytest.skip(f"{d} is not root's, or is group/world writable, on this machine")
+    assert trust.check_dir("/usr", "/", TRUSTED) == []
+    assert trust.check_dir("/usr", "/", 0) == []
+    assert trust.dir_problems(["/usr"], TRUSTED) == []
 
 
 def test_directories_above_the_root_are_not_checked(root):
@@ -428,8 +477,35 @@ def test_symlink_to_a_writable_target_file_is_refused(root):
 def test_dangling_and_looping_symlinks_are_refused(root):
     os.symlink("/nowhere", hooks_path(root, "10-dangling"))
     os.symlink("20-loop", hooks_path(root, "20-loop"))
-    assert "cannot resolve" in assert_refused(root, "10-dangling").output
-    assert "cannot resolve" in assert_refused(root, "20-loop").output
+    assert assert_refused(root, "10-dangling").output == (
+        f"refused, not run:\n{hooks_path(root, '10-dangling')}: symlink to /nowhere, "
+        f"which does not exist under the root ({root}/nowhere)\n")
+    assert "cannot resolve: Too many levels of symbolic links" in \
+        assert_refused(root, "20-loop").output
+
+
+def test_a_dangling_symlink_names_the_target_it_looked_for(root):
+    """Under the root, as a chroot would look: the host's /bin/true does not count."""
+    assert os.path.exists("/bin/true")
+    os.symlink("/bin/true", hooks_path(root, "90-link"))
+    os.symlink("../../../../../opt/tool", hooks_path(root, "80-rel"))  # .. stops at the root
+    os.symlink("80-rel", hooks_path(root, "70-chain"))
+    link = hooks_path(root, "90-link")
+    expect = f"symlink to /bin/true, which does not exist under the root ({root}/bin/true)"
+    assert problems_of(root, "90-link") == [f"{link}: {expect}"]
+    result = runner.run_site_hook(link, ctx_for(root))  # the runner's own check, at run time
+    assert (result.status, result.output) == ("refused", f"refused, not run:\n{link}: {expect}\n")
+    rel = f"which does not exist under the root ({root}/opt/tool)"
+    assert problems_of(root, "80-rel") == [
+        f"{hooks_path(root, '80-rel')}: symlink to ../../../../../opt/tool, i.e. /opt/tool, {rel}"]
+    assert problems_of(root, "70-chain") == [
+        f"{hooks_path(root, '70-chain')}: symlink to 80-rel -> ../../../../../opt/tool, "
+        f"i.e. /opt/tool, {rel}"]
+    os.makedirs(os.path.join(root, "opt"), mode=0o755)
+    with open(os.path.join(root, "opt", "tool"), "w") as f:
+        f.write("#!/bin/sh\necho fixed\n")
+    os.chmod(os.path.join(root, "opt", "tool"), 0o755)
+    assert runner.run_site_hook(hooks_path(root, "70-chain"), ctx_for(root)).output == "fixed\n"
 
 
 def test_a_hook_made_writable_after_planning_is_refused_when_run(root):

@@ -34,7 +34,8 @@ KNOBS: dict[str, tuple[str, str]] = {
     "vmgenc_runtime_class": ("clone", "class of a run-time change: clone or restore"),
     "vmgenc_hook_timeout": ("300", "seconds before a hook's process tree is killed"),
     "vmgenc_hook_stop_on_failure": ("NO", "stop the remaining hooks after a failure"),
-    "vmgenc_hooks_owner_uid": ("0", "uid that must own hooks and their directories"),
+    "vmgenc_hooks_owner_uid": ("0", "uid trusted, besides root, to own hooks and their "
+                                    "directories"),
     "vmgenc_ssh_keytypes": ("rsa ecdsa ed25519", "host key types sshd_keys regenerates"),
     "vmgenc_ssh_rsa_bits": ("3072", "RSA host key size"),
     "vmgenc_ssh_remove_other": ("NO", "remove host keys of types not listed"),

@@ -2,10 +2,11 @@
 
 A hook runs only if the executable and every directory that leads to it —
 from the root (``--root``; ``/`` on a real system) down, including the
-directories a symlink passes through — is owned by the trusted uid
-(``vmgenc_hooks_owner_uid``, root by default) and writable by nobody else.
-Anyone else who could write one of them could make the handler run code as
-root.
+directories a symlink passes through — is owned by root or by the trusted uid
+(``vmgenc_hooks_owner_uid``, root by default) and is writable by neither its
+group nor others.  Root is always trusted (``/`` and ``/usr`` are root's on
+every system); anyone else who could write one of them could make the handler
+run code as root.
 
 Symlinks are resolved the way a chroot at ``--root`` would resolve them
 (absolute targets start again at the root, ``..`` stops there), so the
@@ -47,25 +48,56 @@ class Resolved(Frozen):
         self._set(locals())
 
 
+class NotFound(FileNotFoundError):
+    """A lookup under the root found no such file.
+
+    ``wanted``: the whole path it was looking for, under the root (the missing
+    name and what was left to look up after it); ``links``: the text of every
+    symlink followed from the last name of the path on (the path's own link,
+    then its target's), in order.
+    """
+
+    def __init__(self, path: str, wanted: str, links: tuple[str, ...]) -> None:
+        super().__init__(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        self.wanted = wanted
+        self.links = links
+
+
 def _parts(path: str) -> list[str]:
     return [p for p in path.split("/") if p not in ("", ".")]
+
+
+def _join_in_root(cur: str, names: list[str], root: str) -> str:
+    """``cur`` + ``names``, lexically, with ``..`` stopping at the root (no lookups)."""
+    for name in names:
+        if name == "..":
+            if cur != root:
+                cur = os.path.dirname(cur)
+        else:
+            cur = os.path.join(cur, name)
+    return cur
 
 
 def resolve_in_root(path: str, root: str) -> Resolved:
     """Resolve ``path`` (a path under ``root``) as if ``root`` were ``/``.
 
-    Raises OSError (ENOENT, ENOTDIR, ELOOP) like the kernel's lookup would.
+    Raises OSError (ENOENT, ENOTDIR, ELOOP) like the kernel's lookup would; for
+    ENOENT, a :class:`NotFound` naming the path that was looked for.
     """
     root = os.path.realpath(root)
     rel = os.path.relpath(os.path.abspath(path), root)
     if rel == os.pardir or rel.startswith(os.pardir + os.sep):
         raise OSError(errno.ENOENT, "not under the root " + root, path)
     pending = deque(_parts(rel))
+    own = len(pending)  # how many of ``pending`` are still names of ``path`` itself
     cur = root
     dirs: list[str] = []
     hops = 0
+    links: list[str] = []
     while pending:
         name = pending.popleft()
+        if len(pending) < own:  # the popped name was one of ``path``'s own
+            own = len(pending)
         if name == "..":
             if cur != root:
                 cur = os.path.dirname(cur)
@@ -73,12 +105,18 @@ def resolve_in_root(path: str, root: str) -> Resolved:
         if cur not in dirs:
             dirs.append(cur)
         nxt = os.path.join(cur, name)
-        st = os.lstat(nxt)
+        try:
+            st = os.lstat(nxt)
+        except FileNotFoundError:
+            raise NotFound(path, _join_in_root(nxt, list(pending), root),
+                           tuple(links)) from None
         if stat.S_ISLNK(st.st_mode):
             hops += 1
             if hops > MAX_SYMLINKS:
                 raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
             link = os.readlink(nxt)
+            if not own:
+                links.append(link)
             if link.startswith("/"):
                 cur = root
             pending.extendleft(reversed(_parts(link)))
@@ -95,8 +133,18 @@ def _writable_by_others(mode: int) -> bool:
     return bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
+def _owners(uid: int) -> str:
+    """Who may own a hook or its directories, for a message."""
+    return "root" if uid == 0 else f"root or the trusted uid {uid}"
+
+
+def trusted_owner(owner: int, uid: int) -> bool:
+    """Root, or the trusted uid ``vmgenc_hooks_owner_uid``."""
+    return owner in (0, uid)
+
+
 def dir_problems(dirs: tuple[str, ...] | list[str], uid: int) -> list[Problem]:
-    """Directories not owned by ``uid`` or writable by group/others."""
+    """Directories owned by neither root nor ``uid``, or writable by group/others."""
     out: list[Problem] = []
     for d in dirs:
         try:
@@ -104,9 +152,9 @@ def dir_problems(dirs: tuple[str, ...] | list[str], uid: int) -> list[Problem]:
         except OSError as e:
             out.append(Problem(d, f"cannot stat directory: {e.strerror}"))
             continue
-        if st.st_uid != uid:
-            out.append(Problem(d, f"directory owned by uid {st.st_uid}, not the trusted uid "
-                                  f"{uid} (vmgenc_hooks_owner_uid)"))
+        if not trusted_owner(st.st_uid, uid):
+            out.append(Problem(d, f"directory owned by uid {st.st_uid}, not {_owners(uid)} "
+                                  "(vmgenc_hooks_owner_uid)"))
         if _writable_by_others(st.st_mode):
             out.append(Problem(d, f"directory is group/world writable (mode "
                                   f"{stat.S_IMODE(st.st_mode):04o}): chmod go-w"))
@@ -114,7 +162,8 @@ def dir_problems(dirs: tuple[str, ...] | list[str], uid: int) -> list[Problem]:
 
 
 def file_problems(path: str, uid: int) -> list[Problem]:
-    """The hook file itself: regular, executable, owned by ``uid``, not writable by others."""
+    """The hook file itself: regular, executable, owned by root or ``uid``, not writable by
+    group/others."""
     try:
         st = os.stat(path)
     except OSError as e:
@@ -124,13 +173,28 @@ def file_problems(path: str, uid: int) -> list[Problem]:
     out: list[Problem] = []
     if not st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
         out.append(Problem(path, "not executable: chmod +x, or rename it *.disabled"))
-    if st.st_uid != uid:
-        out.append(Problem(path, f"owned by uid {st.st_uid}, not the trusted uid {uid} "
+    if not trusted_owner(st.st_uid, uid):
+        out.append(Problem(path, f"owned by uid {st.st_uid}, not {_owners(uid)} "
                                  "(vmgenc_hooks_owner_uid)"))
     if _writable_by_others(st.st_mode):
         out.append(Problem(path, f"group/world writable (mode {stat.S_IMODE(st.st_mode):04o}): "
                                  "chmod go-w"))
     return out
+
+
+def _not_found(e: NotFound, root: str) -> str:
+    """Why a hook path did not resolve: the target looked for, in the root and on disk."""
+    if not e.links:
+        return f"does not exist ({e.wanted})"
+    real = os.path.realpath(root)
+    rel = os.path.relpath(e.wanted, real)
+    inside = "/" if rel == os.curdir else "/" + rel
+    chain = " -> ".join(e.links)
+    last = e.links[-1]
+    if not (last.startswith("/") and os.path.normpath(last) == inside):
+        chain += f", i.e. {inside}"  # a relative link, or one the root's symlinks redirect
+    where = "" if real == "/" else f" under the root ({e.wanted})"
+    return f"symlink to {chain}, which does not exist{where}"
 
 
 def check_hook(path: str, root: str, uid: int) -> tuple[str | None, list[Problem]]:
@@ -140,6 +204,8 @@ def check_hook(path: str, root: str, uid: int) -> tuple[str | None, list[Problem
     """
     try:
         res = resolve_in_root(path, root)
+    except NotFound as e:
+        return None, [Problem(path, _not_found(e, root))]
     except OSError as e:
         return None, [Problem(path, f"cannot resolve: {e.strerror}")]
     problems = file_problems(res.target, uid)
