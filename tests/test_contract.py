@@ -155,7 +155,9 @@ def test_runtime_changes_history_json_and_failed_hooks(vm):
     os.chmod(hook, 0o644)                                       # not executable → refused
     assert ctl(vm, "hooks", "validate").returncode == 1
     os.remove(hook)
-    assert ctl(vm, "retry").returncode == 0
+    p = ctl(vm, "retry")
+    assert p.returncode == 0
+    assert p.stdout.rstrip().endswith(": done (site:10-fails skipped)"), p.stdout  # as recorded
     assert ctl(vm, "status").returncode == 0
     for driver in DRIVERS.values():                             # wait: 0 settled
         p = driver(vm, "wait", "--since", "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87",
@@ -202,14 +204,24 @@ def test_sim_lifecycle_clone_and_cold_clone(tmp_path, driver):
     (["hooks", "list"], exitcodes.USAGE), (["wait", "--timeout", "0"], exitcodes.USAGE),
     (["check"], exitcodes.USAGE), (["check", "--dry-run"], exitcodes.USAGE),
     (["check", "--source", "boot"], exitcodes.USAGE),
-    (["sim", "clone"], exitcodes.STATE), (["sim", "boot"], exitcodes.STATE),
+    # every sim command but "sim init" (which creates its root): usage too (vmgenctl(8))
+    (["sim", "boot"], exitcodes.USAGE), (["sim", "clone"], exitcodes.USAGE),
+    (["sim", "restore"], exitcodes.USAGE), (["sim", "cold-clone"], exitcodes.USAGE),
+    (["sim", "notify"], exitcodes.USAGE), (["sim", "sysctl", "dev.vmgenc.0.guid"],
+                                           exitcodes.USAGE),
+    (["sim", "devd", "!system=ACPI subsystem=VMGenerationCounter"], exitcodes.USAGE),
+    (["sim", "info"], exitcodes.USAGE), (["sim", "dmesg"], exitcodes.USAGE),
+    (["sim", "reboot"], exitcodes.USAGE),
 ])
 def test_missing_root_is_one_line_and_creates_nothing(tmp_path, driver, args, code):
     """A mistyped --root must not read as an empty history, nor grow a directory tree."""
+    from vmgenc_tools.fastcheck import missing_root
+
     root = str(tmp_path / "no" / "such")
     p = DRIVERS[driver](root, *args)
     assert p.returncode == code, (p.stdout, p.stderr)
     assert p.stderr.startswith("vmgenctl: ") and p.stderr.count("\n") == 1
+    assert p.stderr == f"vmgenctl: {missing_root(root)}\n"
     assert root in p.stderr and "sim init" in p.stderr
     assert not os.path.exists(tmp_path / "no")
 
@@ -334,3 +346,17 @@ def test_interrupt_is_one_line_exit_130(vm, args):
         lock.release()
     assert p.returncode == exitcodes.INTERRUPTED, (out, err)
     assert err.lstrip("\n") == "vmgenctl: interrupted\n"  # (click first ends the ^C line)
+
+
+@pytest.mark.parametrize("args", [["hooks", "list"], ["history"], ["sim", "sysctl", "kern"]])
+def test_a_reader_that_goes_away_is_no_error(vm, args):
+    """``vmgenctl … | head -1``: the pipe closes; no "Broken pipe" error, no traceback,
+    and the exit status sh gives a command killed by SIGPIPE."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first write
+    try:
+        p = subprocess.run([VMGENCTL, "--root", vm, *args], stdout=w, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (exitcodes.STDOUT_CLOSED, "")

@@ -150,6 +150,45 @@ def test_sysctl8_node_lists_newbus_oids_newest_first(root):
         "dev.vmgenc.0.%desc: VM Generation Counter"]     # guid: an opaque, prints nothing
 
 
+@pytest.mark.parametrize("given", ["dev.vmgenc.0", "dev.vmgenc.0."])
+def test_sysctl8_node_with_one_trailing_dot_lists_canonical_names(root, given):
+    """name2oid ignores one trailing dot; the listing names the OIDs as the kernel does."""
+    res = sysctl8(root, "x", given)
+    lines = res.stdout.decode().splitlines()
+    assert (res.status, res.stderr) == (0, "")
+    assert lines[0] == f"dev.vmgenc.0.guid: Format: Length:16 Dump:{QEMU_DUMP}"
+    assert lines[1:] == [
+        "dev.vmgenc.0.%parent: acpi0",
+        "dev.vmgenc.0.%pnpinfo: _HID=QEMUVGID _UID=0 _CID=VM_GEN_COUNTER",
+        "dev.vmgenc.0.%location: handle=\\_SB_.VGEN",
+        "dev.vmgenc.0.%driver: vmgenc",
+        "dev.vmgenc.0.%desc: VM Generation Counter"]
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ("x", f"dev.vmgenc.0.guid: Format: Length:16 Dump:{QEMU_DUMP}\n"),
+    ("", ""),                                           # plain opaque: nothing, as without it
+    ("d", "dev.vmgenc.0.guid: latest cached VM generation counter (128-bit UUID)\n"),
+    ("t", "dev.vmgenc.0.guid: opaque\n"),
+    ("N", "dev.vmgenc.0.guid\n"),
+    ("ex", f"dev.vmgenc.0.guid=Format: Length:16 Dump:{QEMU_DUMP}\n"),
+])
+def test_sysctl8_leaf_with_a_trailing_dot_prints_the_canonical_name(root, flags, expected):
+    res = sysctl8(root, flags, "dev.vmgenc.0.guid.")
+    assert (res.stdout.decode(), res.stderr, res.status) == (expected, "", 0)
+
+
+def test_sysctl8_trailing_dot_when_setting_and_two_dots_unknown(root):
+    res = sysctl8(root, "", "kern.hostuuid.=8a5d2c1e-4b7f-4c3a-9e21-7d6b5a4f3e2d")
+    assert res.status == 0 and res.stdout.decode().startswith("kern.hostuuid: ")
+    assert res.stdout.decode().endswith(" -> 8a5d2c1e-4b7f-4c3a-9e21-7d6b5a4f3e2d\n")
+    res = sysctl8(root, "", "dev.vmgenc.0.guid.=0")      # the warning repeats the operand
+    assert (res.stderr, res.status) == ("sysctl: oid 'dev.vmgenc.0.guid.' is read only\n", 1)
+    res = sysctl8(root, "x", "dev.vmgenc.0.guid..")
+    assert (res.stdout, res.stderr, res.status) == (
+        b"", "sysctl: unknown oid 'dev.vmgenc.0.guid..'\n", 1)
+
+
 def test_sysctl8_description_and_type(root):
     assert sysctl8(root, "d", "dev.vmgenc.0.guid").stdout == \
         b"dev.vmgenc.0.guid: latest cached VM generation counter (128-bit UUID)\n"

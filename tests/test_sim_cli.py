@@ -48,6 +48,17 @@ def test_sim_init_creates_an_attached_vm(tmp_path, capsys):
     assert os.path.exists(os.path.join(r, "etc", "ssh", "ssh_host_ed25519_key"))
 
 
+@pytest.mark.parametrize("preset", ["qemu", "bhyve", "xen", "hyperv", "firecracker"])
+def test_sim_init_names_the_hypervisor_once(tmp_path, capsys, preset):
+    from vmgenc_tools.reference.hypervisor import PRESETS
+
+    r = str(tmp_path / "vm")
+    assert sim(r, "init", "--hypervisor", preset) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"simulated VM under {r}: {PRESETS[preset].description}"
+    assert not re.search(r"\bVM VM\b|microVM VM", first)
+
+
 def test_sim_init_rejects_an_unknown_hypervisor(tmp_path, capsys):
     assert sim(str(tmp_path / "vm"), "init", "--hypervisor", "vmware") == exitcodes.USAGE
     assert not os.path.exists(str(tmp_path / "vm" / ".vmgenc-sim"))
@@ -95,6 +106,16 @@ def test_sim_sysctl_renderings(root, capfdbinary):
     assert capfdbinary.readouterr().out.endswith(b"...\n")
 
 
+def test_sim_sysctl_trailing_dot_prints_canonical_names(root, capfdbinary):
+    assert sim(root, "sysctl", "-x", "dev.vmgenc.0.guid.") == 0
+    assert capfdbinary.readouterr().out == \
+        f"dev.vmgenc.0.guid: Format: Length:16 Dump:{QEMU_DUMP}\n".encode()
+    assert sim(root, "sysctl", "dev.vmgenc.0.") == 0
+    lines = capfdbinary.readouterr().out.decode().splitlines()
+    assert lines[0] == "dev.vmgenc.0.%parent: acpi0" and len(lines) == 5
+    assert all(line.startswith("dev.vmgenc.0.%") for line in lines)
+
+
 def test_sim_sysctl_unknown_oid_exits_1(root, capfd):
     assert sim(root, "sysctl", "dev.vmgenc.3.guid") == 1
     assert capfd.readouterr().err == "sysctl: unknown oid 'dev.vmgenc.3.guid'\n"
@@ -138,6 +159,33 @@ def test_sim_boot_runs_the_boot_check_and_returns_its_status(root, capsys, comma
     assert f"first-seen: (first seen) -> {QEMU_GUID}: done" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["boot", "reboot"])
+def test_sim_boot_skips_the_check_when_vmgenc_is_disabled(root, capsys, command):
+    """rc.d/vmgenc does not run at boot with vmgenc_enable=NO: the power cycle happens,
+    devd still gets the attach, but nothing is checked or recorded."""
+    with open(os.path.join(root, "etc", "rc.conf"), "a") as f:
+        f.write('vmgenc_enable="NO"\n')
+    boots = SimulatedVM(root).model()["boot_count"]
+    assert sim(root, command) == exitcodes.OK
+    out = capsys.readouterr().out.splitlines()
+    assert "vmgenc_enable is NO: rc.d/vmgenc does not run; no boot check" in out
+    assert not any(line.startswith("#") for line in out)          # no change summary
+    assert any(line.startswith("devd <- +vmgenc0 at ") for line in out)
+    assert SimulatedVM(root).model()["boot_count"] == boots + 1
+    assert not os.path.exists(os.path.join(root, "var", "db", "vmgenc"))
+    with open(os.path.join(root, "etc", "rc.conf"), "a") as f:   # sysrc vmgenc_enable=YES
+        f.write('vmgenc_enable="YES"\n')
+    assert sim(root, command) == exitcodes.OK
+    out = capsys.readouterr().out
+    assert "vmgenc_enable is NO" not in out and "first-seen: (first seen) -> " in out
+
+
+def test_sim_init_enables_vmgenc_as_an_installed_system_would(root):
+    from vmgenc_tools.fastcheck import load_config
+
+    assert load_config(root).enable is True
+
+
 def test_sim_cold_clone_then_clone_refused_until_boot(root, capsys):
     assert sim(root, "cold-clone", "--guid", "9b8c3a4e-1f2d-4c5b-8a7e-6d5c4b3a2910") == 0
     out = capsys.readouterr().out
@@ -170,9 +218,23 @@ def test_sim_dmesg_and_info(root, capsys):
     assert info["hypervisor"] == "qemu" and info["cached_raw"] == [QEMU_DUMP]
 
 
-def test_sim_commands_without_a_vm(tmp_path, capsys):
-    assert sim(str(tmp_path / "none"), "clone") == exitcodes.STATE
-    assert "sim init" in capsys.readouterr().err
+@pytest.mark.parametrize("command", [["clone"], ["boot"], ["info"], ["sysctl", "kern"]])
+def test_sim_commands_without_a_vm(tmp_path, capsys, command):
+    """A --root that does not exist is a usage error (as for status); an existing
+    directory without a VM is a state error; neither creates anything."""
+    missing = tmp_path / "none"
+    assert sim(str(missing), *command) == exitcodes.USAGE
+    assert capsys.readouterr().err == (
+        f"vmgenctl: --root {missing}: no such directory (check the path; "
+        f"'vmgenctl --root {missing} sim init' creates a simulated VM there)\n")
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert sim(str(empty), *command) == exitcodes.STATE
+    assert capsys.readouterr().err == (
+        f"vmgenctl: no simulated VM under {empty}: run 'vmgenctl --root {empty} sim init' "
+        "first\n")
+    assert list(empty.iterdir()) == []
 
 
 # -- make demo -------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ def test_init_builds_the_sandbox_with_real_host_keys(tmp_path):
         assert st.st_size == 4096 and stat.S_IMODE(st.st_mode) == 0o600
     with open(os.path.join(root, "etc", "rc.conf")) as f:
         assert 'vmgenc_enable="YES"' in f.read().splitlines()
+    for d in ("usr/local/etc/vmgenc", "usr/local/etc/vmgenc/hooks.d"):  # as the port installs
+        assert stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode) == 0o755, d
+    assert os.listdir(os.path.join(root, "usr/local/etc/vmgenc/hooks.d")) == []
 
 
 def test_first_boot_writes_hostid_files_as_hostid_save_does(vm):

@@ -31,8 +31,8 @@ def app(ctx: click.Context, root: str, backend: str | None) -> None:
     """
     root = os.path.abspath(root)
     if ctx.invoked_subcommand != "sim" and not os.path.isdir(root):
-        # "sim init" creates its root, the other sim commands say "run sim init";
-        # anything else would quietly report on nothing (an empty history, no hooks).
+        # A missing root would quietly report on nothing (an empty history, no hooks).
+        # The sim group says the same itself, but lets "sim init" create its root.
         raise Fail(missing_root(root), exitcodes.USAGE)
     os.environ["VMGENC_ROOT"] = root
     if backend:

@@ -7,6 +7,7 @@ inside the commands, so the rest of the CLI never loads the model.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -56,10 +57,24 @@ def _print_change(res: ChangeResult) -> None:
         click.echo(f"devctl: {rec.rstrip()}")
 
 
-def _boot_check(root: str) -> int:
-    """What rc.d/vmgenc does at boot (it runs before devd: ``# BEFORE: devd``)."""
-    from ..fastcheck import run_check
+NOT_ENABLED = "vmgenc_enable is NO: rc.d/vmgenc does not run; no boot check"
 
+
+def _boot_check(root: str) -> int:
+    """What rc.d/vmgenc does at boot (it runs before devd: ``# BEFORE: devd``).
+
+    Not at all when ``vmgenc_enable`` is off, as rc.subr's ``run_rc_command`` skips a
+    disabled service at boot.  A knob that cannot be read is the check's to report.
+    """
+    from ..fastcheck import load_config, run_check
+
+    try:
+        enabled = load_config(root).enable
+    except Exception:  # noqa: BLE001 - the check reports it with the contract's code
+        enabled = True
+    if not enabled:
+        click.echo(NOT_ENABLED)
+        return exitcodes.OK
     return run_check(root, ["--source", "boot"])
 
 
@@ -68,11 +83,15 @@ def _boot_check(root: str) -> int:
 def sim(ctx: click.Context) -> None:
     """A simulated FreeBSD VM with vmgenc(4), under --root."""
     obj: Ctx = ctx.obj
+    if ctx.invoked_subcommand == "init":
+        return  # it creates its root
+    from ..fastcheck import missing_root
     from ..simstate import is_simulated
 
-    if ctx.invoked_subcommand not in ("init", "devd") and not (
-            _vm(obj).exists() or is_simulated(obj.root)):
-        # Say so before the model's lock file would create the root.
+    if not os.path.isdir(obj.root):
+        # A mistyped --root is a usage error, as for status/check/history (vmgenctl(8)).
+        raise Fail(missing_root(obj.root), exitcodes.USAGE)
+    if ctx.invoked_subcommand != "devd" and not (_vm(obj).exists() or is_simulated(obj.root)):
         raise Fail(f"no simulated VM under {obj.root}: run "
                    f"'vmgenctl --root {obj.root} sim init' first", exitcodes.STATE)
 
@@ -91,7 +110,7 @@ def init_cmd(ctx: Ctx, hypervisor: str, guid: str | None, smbios_uuid: str | Non
     vm = _vm(ctx)
     _call(vm.init, hypervisor, guid=guid, smbios_uuid=smbios_uuid, units=units)
     info = vm.info()
-    click.echo(f"simulated {info['description']} VM under {info['root']}")
+    click.echo(f"simulated VM under {info['root']}: {info['description']}")
     for path, text, raw in zip(info["device_paths"], info["cached_guids"], info["cached_raw"]):
         click.echo(f"  {path}: {text}  ({raw})")
     click.echo(f"  SMBIOS UUID {info['smbios_uuid']}")

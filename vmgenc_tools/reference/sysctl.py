@@ -183,22 +183,25 @@ class Sysctl8:
                     value = value[:-1]
                 value = value[1:]
             newval = value
-        node = kernel.lookup(name)
+        node = kernel.lookup(name)  # name2oid: one trailing "." is ignored
         if node is None:
             if "i" in self.f:
                 return 0
             if "q" not in self.f:
                 self._warnx(f"unknown oid '{name}'")
             return 1
+        # What is printed is the OID's own name (show_var asks the kernel for it), the
+        # warnings repeat the operand as given.
+        oid = node.name
         if newval is None or "d" in self.f:
             if node.kind == "node":
                 if "d" in self.f:
-                    self._show_and_newline(kernel, name)
-                self.sysctl_all(kernel, name)
+                    self._show_and_newline(kernel, oid)
+                self.sysctl_all(kernel, oid)
             else:
-                self._show_and_newline(kernel, name)
+                self._show_and_newline(kernel, oid)
             return 0
-        return self._set(kernel, name, node, string, newval)
+        return self._set(kernel, oid, node, string, newval, given=name)
 
     def _show_and_newline(self, kernel: simstate.KernelState, name: str) -> int:
         i = self.show_var(kernel, name)
@@ -207,12 +210,13 @@ class Sysctl8:
         return i
 
     def _set(self, kernel: simstate.KernelState, name: str, node: simstate.Node,
-             string: str, newval: str) -> int:
+             string: str, newval: str, given: str | None = None) -> int:
+        given = name if given is None else given
         if node.kind == "node":
-            self._warnx(f"oid '{name}' isn't a leaf node")
+            self._warnx(f"oid '{given}' isn't a leaf node")
             return 1
         if not node.writable:
-            self._warnx(f"oid '{name}' is read only")
+            self._warnx(f"oid '{given}' is read only")
             return 1
         if node.kind in _SIGNED:
             if not newval:
@@ -228,7 +232,7 @@ class Sysctl8:
         elif node.kind == "string":
             raw = newval.encode()
         else:
-            self._warnx(f"oid '{name}' is type {CTLTYPE[node.kind]}, cannot set that")
+            self._warnx(f"oid '{given}' is type {CTLTYPE[node.kind]}, cannot set that")
             return 1
         i = self.show_var(kernel, name)
         try:

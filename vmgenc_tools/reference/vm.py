@@ -9,6 +9,9 @@ State, shared by every process that opens the same root:
   state, ACPI namespace, guest memory, devices and softcs, pending ACPI tasks,
   the devctl queue, harvested entropy, EVENTHANDLER counts, console, history).
 
+A power-off (``boot`` of a running VM, ``reboot``, ``shutdown``, ``cold_clone``) first
+kills what runs inside the guest, as a real one does (:func:`kill_guest_processes`).
+
 Every operation takes the flock on ``${root}/.vmgenc-sim/lock``, loads both,
 runs the kernel model and replaces both files atomically, so concurrent
 processes (a ``sim clone`` next to the handler that devd started) never see a
@@ -25,6 +28,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import struct
 import subprocess
 import time
@@ -55,6 +59,9 @@ ENTROPY_BYTES = 4096
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 SANDBOX_DIRS = ("etc", "etc/ssh", "var", "var/db", "var/run", "var/log", "boot", "tmp",
                 "usr/local/etc/devd", "usr/local/etc/rc.d")
+# What the port installs empty (pkg-plist "@dir etc/vmgenc/hooks.d"), 0755 whatever the umask:
+# hooks validate and the runner refuse a group/world-writable chain.
+HOOKS_DIRS = ("usr/local/etc/vmgenc", "usr/local/etc/vmgenc/hooks.d")
 
 
 class SimError(RuntimeError):
@@ -212,6 +219,11 @@ class SimulatedVM:
     def _make_sandbox(self, ssh_keys: bool) -> None:
         for d in SANDBOX_DIRS:
             os.makedirs(os.path.join(self.root, d), exist_ok=True)
+        for d in HOOKS_DIRS:
+            path = os.path.join(self.root, d)
+            if not os.path.isdir(path):
+                os.makedirs(path)
+                os.chmod(path, 0o755)
         rc_conf = os.path.join(self.root, "etc", "rc.conf")
         if not os.path.exists(rc_conf):
             with open(rc_conf, "w", encoding="utf-8") as f:
@@ -326,6 +338,8 @@ class SimulatedVM:
             simstate.atomic_write(machine_id_file, machine_id.encode(), 0o444)
 
     def _shutdown(self, k: Kernel) -> None:
+        """Power off: the guest's processes die first (SIGKILL, no clean-up), then the kernel."""
+        kill_guest_processes(self.root)
         up = int(time.time() - k.model.get("boot_time", 0))
         k.printf(f"Uptime: {up}s")
         k.model["power"] = "off"
@@ -587,6 +601,160 @@ class SimulatedVM:
             "devctl_queued": len(model["devctl"].get("queue", [])),
             "pending_tasks": len(model["taskq"]),
         }
+
+
+# -- power loss: the processes running "inside" the VM --------------------------------------
+
+POWER_LOSS_WAIT_S = 10.0
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b) or os.path.realpath(a) == os.path.realpath(b)
+
+
+def names_root(proc: object, root: str) -> bool:
+    """Whether the process works for ``root``: ``VMGENC_ROOT`` in its environment, or a
+    ``--root`` (an argument) in its command line that is this root."""
+    import psutil
+
+    p: psutil.Process = proc  # type: ignore[assignment]
+    try:
+        env_root = p.environ().get("VMGENC_ROOT")
+    except psutil.Error:
+        env_root = None
+    if env_root and _same_path(env_root, root):
+        return True
+    try:
+        args = p.cmdline()
+    except psutil.Error:
+        return False
+    for arg in args:
+        if arg.startswith("--root="):
+            arg = arg[len("--root="):]
+        if os.path.isabs(arg) and _same_path(arg, root):
+            return True
+    return False
+
+
+def _lock_is_held(path: str) -> bool:
+    """Whether some process holds the flock on ``path`` (tested without creating anything)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if we got it
+    return False
+
+
+def guest_lock_path(root: str) -> str:
+    """The root's reconcile lock (``${vmgenc_dbdir}/lock``); the default dbdir if the
+    configuration cannot be read (the handler cannot run then either)."""
+    from ..config import Config
+    from ..fastcheck import load_config
+    from ..handler import Paths
+
+    try:
+        config = load_config(root)
+    except Exception:  # noqa: BLE001 - a broken rc.conf: the default place
+        config = Config(root=root)
+    return Paths.of(config).lock
+
+
+def guest_processes(root: str) -> list:
+    """The processes running "inside" the VM under ``root``: the holder of the root's lock
+    (verified to work for this root: a pid reused by another process is left alone), its
+    descendants (the hooks, in sessions of their own), and the rest of its session.
+    Never this process or one of its ancestors."""
+    import psutil
+
+    from ..handler import holder_pid
+
+    path = guest_lock_path(root)
+    pid = holder_pid(path)
+    if pid is None or not _lock_is_held(path):
+        return []
+    me = psutil.Process()
+    spared = {me.pid, *(p.pid for p in me.parents())}
+    if pid in spared:
+        return []
+    try:
+        holder = psutil.Process(pid)
+    except psutil.Error:
+        return []
+    if not names_root(holder, root):
+        return []
+    found: dict[int, psutil.Process] = {holder.pid: holder}
+    with contextlib.suppress(psutil.Error):
+        for child in holder.children(recursive=True):
+            found.setdefault(child.pid, child)
+    with contextlib.suppress(OSError):
+        if os.getsid(pid) == pid and os.getsid(0) != pid:  # the worker leads its session
+            for p in psutil.process_iter():
+                with contextlib.suppress(OSError):
+                    if os.getsid(p.pid) == pid:
+                        found.setdefault(p.pid, p)
+    return [p for p in found.values() if p.pid not in spared]
+
+
+def _alive(p: object) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE  # type: ignore[attr-defined]
+    except psutil.Error:
+        return False
+
+
+def kill_guest_processes(root: str, timeout: float = POWER_LOSS_WAIT_S) -> list[int]:
+    """Power loss for the VM under ``root``: SIGKILL its processes and wait until they are
+    gone (a zombie is gone: its descriptors, the lock among them, are closed).
+
+    The tree is stopped first, then looked at again, so nothing it forks in between
+    survives.  Returns the pids killed.
+    """
+    import psutil
+
+    seen: dict[int, psutil.Process] = {}
+    for _ in range(3):
+        new = [p for p in guest_processes(root) if p.pid not in seen]
+        for p in [q for q in seen.values() if _alive(q)]:
+            with contextlib.suppress(psutil.Error):
+                new += [c for c in p.children(recursive=True)
+                        if c.pid not in seen and c.pid not in {n.pid for n in new}]
+        if not new:
+            break
+        for p in new:
+            try:
+                p.send_signal(signal.SIGSTOP)
+            except psutil.NoSuchProcess:
+                continue
+            except psutil.AccessDenied:
+                for q in seen.values():  # leave things as they were
+                    with contextlib.suppress(psutil.Error):
+                        q.send_signal(signal.SIGCONT)
+                raise SimError(f"power-off: cannot kill pid {p.pid}, which runs inside the "
+                               f"simulated VM under {root} (run as its owner)",
+                               exitcodes.ENVIRONMENT) from None
+            seen[p.pid] = p
+    for p in seen.values():
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while (alive := [p.pid for p in seen.values() if _alive(p)]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if alive:
+        raise SimError(f"power-off: pid(s) {', '.join(map(str, alive))} of the simulated VM "
+                       f"under {root} still run {timeout:g} s after SIGKILL",
+                       exitcodes.ENVIRONMENT)
+    return sorted(seen)
 
 
 # -- sandbox files -----------------------------------------------------------------------------
