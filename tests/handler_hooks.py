@@ -7,6 +7,7 @@ Also imported by worker subprocesses through ``--planner handler_hooks:env_plan`
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from typing import Callable
 
@@ -81,3 +82,18 @@ def make_config(root: str, **knobs: str) -> Config:
     """A validated Config without running /bin/sh (``vmgenc_`` prefix optional)."""
     values = {(k if k.startswith("vmgenc_") else "vmgenc_" + k): v for k, v in knobs.items()}
     return from_vars(values, root)
+
+
+class CommitFails:
+    """A connection whose COMMIT fails as on a full disk (everything else is real SQLite)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)

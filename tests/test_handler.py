@@ -157,11 +157,12 @@ def test_lock_is_held_while_hooks_run(env):
     assert handler.holder_pid(env.paths.lock) is None  # cleared on release
 
 
-def test_interrupted_hooks_are_resumed_and_ok_hooks_never_rerun(env, logged):
-    class Killed(BaseException):
-        pass
+class Killed(BaseException):
+    """The run is killed (not an Exception: nothing in the handler catches it)."""
 
-    check(env)
+
+def killed_at_b_once(env):
+    """Hooks a, b, c; the run dies inside b the first time b runs."""
     dying = [True]
 
     def die(ctx):
@@ -173,6 +174,12 @@ def test_interrupted_hooks_are_resumed_and_ok_hooks_never_rerun(env, logged):
         return [RecordingHook("a", env.log), RecordingHook("b", env.log, action=die),
                 RecordingHook("c", env.log)]
 
+    return plan
+
+
+def test_interrupted_hooks_are_resumed_and_ok_hooks_never_rerun(env, logged):
+    check(env)
+    plan = killed_at_b_once(env)
     set_guid(env.root, G2)
     with pytest.raises(Killed):
         check(env, planner=plan)
@@ -561,23 +568,10 @@ def test_degraded_the_change_is_journalled_pending_before_hooks_and_each_hook_as
 @pytest.mark.parametrize("next_run", ["writable", "still-full"])
 def test_a_degraded_run_killed_between_hooks_is_resumed_without_the_finished_ones(
         env, mocker, next_run):
-    class Killed(BaseException):
-        pass
-
     check(env)
     full = mocker.patch.object(History, "_insert_change",
                                side_effect=sqlite3.OperationalError("database or disk is full"))
-    dying = [True]
-
-    def die(ctx):
-        if dying:
-            dying.clear()
-            raise Killed()
-
-    def plan(config, cls):
-        return [RecordingHook("a", env.log), RecordingHook("b", env.log, action=die),
-                RecordingHook("c", env.log)]
-
+    plan = killed_at_b_once(env)
     set_guid(env.root, G2)
     with pytest.raises(Killed):
         check(env, planner=plan)

@@ -19,7 +19,7 @@ from collections import Counter
 
 import pytest
 from conftest import set_guid
-from handler_hooks import RecordingHook, make_config, read_log
+from handler_hooks import CommitFails, RecordingHook, make_config, read_log
 
 from vmgenc_tools import exitcodes, handler
 from vmgenc_tools.history import History, Journal
@@ -167,28 +167,13 @@ def test_twenty_processes_reconcile_the_same_change_once(kernel_root, tmp_path):
     assert all(len(c.hooks) == len(HOOKS) for c in rows[1:])
 
 
-class _CommitFails:
-    """A connection whose COMMIT fails as on a full disk (everything else is real SQLite)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("database or disk is full")
-        return self._conn.execute(sql, *args)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._conn, name)
-
-
 def _commits_fail(mocker):
     """Every History opened from now on (also in forked children) fails its COMMITs."""
     real = History.open.__func__
 
     def open_failing(cls, path):
         h = real(cls, path)
-        h.conn = _CommitFails(h.conn)
+        h.conn = CommitFails(h.conn)
         return h
 
     return mocker.patch.object(History, "open", classmethod(open_failing))

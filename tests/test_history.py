@@ -8,6 +8,7 @@ import sqlite3
 import stat
 
 import pytest
+from handler_hooks import CommitFails
 
 from vmgenc_tools import history
 from vmgenc_tools.history import (
@@ -353,24 +354,9 @@ def test_journal_hook_results_settle_a_recorded_change(db, tmp_path):
     assert [r.status for r in ch.latest_hooks()] == ["ok"]
 
 
-class _CommitFails:
-    """A connection whose COMMIT fails as on a full disk (everything else is real)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("database or disk is full")
-        return self._conn.execute(sql, *args)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._conn, name)
-
-
 def test_a_change_whose_commit_fails_has_no_id_and_no_row(db, mocker):
     with History.open(db) as h:
-        mocker.patch.object(h, "conn", _CommitFails(h.conn))
+        mocker.patch.object(h, "conn", CommitFails(h.conn))
         ch = mkchange()
         with pytest.raises(HistoryWriteError, match="disk is full"):
             h.add_change(ch)
