@@ -25,7 +25,7 @@ Not verified [U] (assumptions of this model, facts §6.4 and §9):
 
 - Hyper-V's ACPI path ``\\_SB_.GENC``, its ``_HID "MSFT1002"``, the third CID
   ``Hyper_V_Gen_Counter_V1``, the ``GCAL``/``GCAH`` names ``ADDR`` reads and the
-  GPE ``\\_GPE._E00`` that notifies the device: placeholders, not values taken
+  GPE ``\\_GPE._E00`` that notifies the device: stand-in names, not values taken
   from a Hyper-V DSDT;
 - Xen's and Firecracker's notify AML (modelled as a direct ``Notify(dev, 0x80)``
   and a GED ``_EVT`` method);
