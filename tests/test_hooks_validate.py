@@ -167,6 +167,17 @@ def test_a_metrics_directory_we_cannot_write_is_a_problem(root, capsys):
         os.chmod(real, 0o755)
 
 
+def test_dot_dot_in_a_knob_stops_at_the_root(root, capsys):
+    """``/../../../etc`` is ``/etc`` on the real system, so ``${root}/etc`` in a sandbox:
+    nothing of the host's /etc is looked at (or reported)."""
+    cfg = config.Config(root=root)
+    assert cfg.path("/../../../etc") == os.path.join(root, "etc")
+    assert cfg.path("/var/db/../db/vmgenc") == os.path.join(root, "var/db/vmgenc")
+    write_rc_conf(root, hooks_dir="/../../../usr/local/etc/vmgenc/hooks.d")
+    add_hook(root, "10-good", "true")
+    assert validate(root, capsys) == (0, ["ok: 1 site hook(s) checked, no problems"])
+
+
 def test_metrics_off_is_not_checked(root, capsys):
     write_rc_conf(root, metrics_file="")
     assert validate(root, capsys) == (0, ["ok: 0 site hook(s) checked, no problems"])

@@ -25,7 +25,6 @@ from vmgenc_tools.reference.vm import (
     SimulatedVM,
     guest_processes,
     kill_guest_processes,
-    names_root,
 )
 
 VMGENCTL = os.path.join(os.path.dirname(sys.executable), "vmgenctl")
@@ -176,7 +175,7 @@ def _power_off_while_hooks_run(root: str, log: str, power_off: str) -> None:
     assert ctl(root, "status").returncode == 0
 
 
-def _holder(lock: str, env_root: str | None, *args: str) -> subprocess.Popen:
+def _holder(lock: str, env_root: str | None, *args: str, cwd: str = "/") -> subprocess.Popen:
     """Another process that takes ``lock`` and writes its pid there, as RootLock does."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMGENC_")}
     if env_root is not None:
@@ -189,7 +188,7 @@ def _holder(lock: str, env_root: str | None, *args: str) -> subprocess.Popen:
             "print('locked', flush=True)\n"
             "time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code, lock, *args], env=env,
-                         stdout=subprocess.PIPE, text=True, cwd="/")
+                         stdout=subprocess.PIPE, text=True, cwd=cwd)
     assert p.stdout is not None and p.stdout.readline() == "locked\n"
     return p
 
@@ -214,12 +213,13 @@ def test_every_power_off_kills_the_lock_holder_of_this_root(vm, op):
         holder.wait()
 
 
-def test_a_holder_named_by_its_command_line_is_killed_too(vm):
-    """As 'vmgenctl --root R check' holds the lock: the root is one of its arguments."""
+def test_a_holder_that_names_the_root_only_relatively_is_killed_too(vm, tmp_path):
+    """'cd /tmp && vmgenctl --root vm …': no VMGENC_ROOT in its start environment, a
+    relative --root; the lock file it has open is what makes it a process of this VM."""
     lock = lock_path(vm.root)
-    holder = _holder(lock, None, "--root", vm.root)
+    holder = _holder(lock, None, "--root", os.path.basename(vm.root),
+                     cwd=os.path.dirname(vm.root))
     try:
-        assert names_root(psutil.Process(holder.pid), vm.root)
         vm.reboot()
         assert holder.wait(timeout=10) == -9
     finally:
@@ -227,21 +227,52 @@ def test_a_holder_named_by_its_command_line_is_killed_too(vm):
         holder.wait()
 
 
-@pytest.mark.parametrize("env_root", [None, "other"])
-def test_a_process_of_another_root_is_never_killed(vm, tmp_path, env_root):
-    """The pid in the lock file belongs to a process that does not work for this root
-    (another root's, or none named): a reused pid — it is left alone."""
+def test_a_process_of_another_root_is_never_killed(vm, tmp_path):
+    """Another VM's lock holder lives; so does a bystander whose pid this root's lock file
+    names (a reused pid) but who has the file not open: only the real holder dies."""
+    other = SimulatedVM(str(tmp_path / "other"))
+    other.init("qemu", ssh_keys=False)
+    theirs = _holder(lock_path(other.root), other.root)
     lock = lock_path(vm.root)
-    other = str(tmp_path / "other") if env_root else None
-    holder = _holder(lock, other)
+    ours = _holder(lock, vm.root)
+    env = dict(os.environ, VMGENC_ROOT=vm.root)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                 env=env)
     try:
+        with open(lock, "r+") as f:  # the file names the bystander, the flock is ours'
+            f.write(f"{bystander.pid}\n")
+        assert holder_pid(lock) == bystander.pid
         vm.boot()
-        vm.cold_clone()
-        assert holder.poll() is None and alive(holder.pid)
-        assert holder_pid(lock) == holder.pid
+        assert ours.wait(timeout=10) == -9
+        assert theirs.poll() is None and alive(theirs.pid)
+        assert bystander.poll() is None and alive(bystander.pid)
     finally:
-        holder.kill()
-        holder.wait()
+        for p in (theirs, ours, bystander):
+            p.kill()
+            p.wait()
+
+
+def test_a_hook_that_powers_off_its_own_vm_is_refused(vm):
+    """A process inside the VM (here: the lock holder's child, as a hook is the worker's)
+    asks for a power-off: it would wait for the lock its own parent holds. One line,
+    exit 2, and the VM's processes live on."""
+    lock = lock_path(vm.root)
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    code = ("import fcntl, os, subprocess, sys\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.ftruncate(fd, 0); os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
+            "p = subprocess.run([sys.argv[2], '--root', sys.argv[3], 'sim', 'boot'],\n"
+            "                   capture_output=True, text=True, timeout=60)\n"
+            "print(p.returncode); print(p.stderr, end='')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMGENC_")}
+    p = subprocess.run([sys.executable, "-c", code, lock, VMGENCTL, vm.root],
+                       capture_output=True, text=True, timeout=90, env=env)
+    assert p.stdout, p.stderr
+    rc, *err = p.stdout.splitlines()
+    assert int(rc) == 2, p.stdout
+    assert len(err) == 1 and err[0].startswith("vmgenctl: cannot power off the simulated VM")
+    assert "from inside it" in err[0]
 
 
 def test_a_stale_pid_whose_lock_is_free_is_left_alone(vm):

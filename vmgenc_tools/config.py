@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from .fastcheck import under
 from .plain import Frozen
 
 CLASSES = ("first-seen", "clone", "restore", "platform-restart", "unknown")
@@ -123,8 +124,8 @@ class Config(Frozen):
         self._set(locals())
 
     def path(self, p: str) -> str:
-        """``p`` under the root (``--root``)."""
-        return os.path.join(self.root, p.lstrip("/")) if self.root not in ("", "/") else p
+        """``p`` under the root (``--root``): :func:`fastcheck.under`."""
+        return under(self.root, p)
 
     @property
     def db_path(self) -> str:

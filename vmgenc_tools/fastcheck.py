@@ -39,8 +39,11 @@ class UsageError(ValueError):
 
 
 def under(root: str, path: str) -> str:
-    """``path`` under ``root`` (as :meth:`Config.path`)."""
-    return os.path.join(root, path.lstrip("/")) if root not in ("", "/") else path
+    """``path`` under ``root``, as if ``root`` were ``/``: a ``..`` stops at the root
+    (``/../etc`` is ``${root}/etc``, as on the real system it is ``/etc``)."""
+    if root in ("", "/"):
+        return path
+    return os.path.join(root, os.path.normpath("/" + path).lstrip("/"))
 
 
 # -- the rc.conf cache ------------------------------------------------------------------

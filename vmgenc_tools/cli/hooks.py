@@ -37,13 +37,13 @@ def _hooks_dir_problems(config: Config) -> list[Problem]:
     The runner then finds no site hook and runs none, without a word: a typo in
     ``vmgenc_hooks_dir`` would disable every site hook for good.
     """
-    from ..hooks.trust import resolve_in_root
+    from ..hooks.trust import NotFound, resolve_in_root
 
     if not any(SITE in config.hooks_for(cls) for cls in CLASSES):
         return []
     try:
         resolve_in_root(config.path(config.hooks_dir), config.root)
-    except FileNotFoundError:
+    except NotFound:
         return [KnobProblem("vmgenc_hooks_dir",
                             f"{config.hooks_dir} does not exist{_under(config, config.hooks_dir)}"
                             ": no site hook will run (create it, or fix vmgenc_hooks_dir)")]
@@ -66,6 +66,8 @@ def _metrics_problems(config: Config) -> list[Problem]:
     if not os.path.isdir(real_d):
         return [KnobProblem(knob, f"directory {d} is not a directory{_under(config, d)}"
                                   f": {shown} is never written (fix {knob})")]
+    if os.geteuid() != 0 and config.root in ("", "/"):
+        return []  # the handler runs as root (devd, rc.d): this uid's access says nothing
     if not os.access(real_d, os.W_OK | os.X_OK):
         return [KnobProblem(knob, f"directory {d} is not writable by uid {os.getuid()}"
                                   f"{_under(config, d)}: {shown} is never written "

@@ -608,30 +608,22 @@ class SimulatedVM:
 POWER_LOSS_WAIT_S = 10.0
 
 
-def _same_path(a: str, b: str) -> bool:
-    return os.path.abspath(a) == os.path.abspath(b) or os.path.realpath(a) == os.path.realpath(b)
-
-
-def names_root(proc: object, root: str) -> bool:
-    """Whether the process works for ``root``: ``VMGENC_ROOT`` in its environment, or a
-    ``--root`` (an argument) in its command line that is this root."""
+def _opens(proc: object, st: os.stat_result) -> bool:
+    """Whether the process has the file ``st`` open (the root's lock: its holder, a
+    process that inherited it, or one waiting for it)."""
     import psutil
 
     p: psutil.Process = proc  # type: ignore[assignment]
     try:
-        env_root = p.environ().get("VMGENC_ROOT")
-    except psutil.Error:
-        env_root = None
-    if env_root and _same_path(env_root, root):
-        return True
-    try:
-        args = p.cmdline()
+        files = p.open_files()
     except psutil.Error:
         return False
-    for arg in args:
-        if arg.startswith("--root="):
-            arg = arg[len("--root="):]
-        if os.path.isabs(arg) and _same_path(arg, root):
+    for f in files:
+        try:
+            fst = os.stat(f.path)
+        except OSError:
+            continue
+        if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
             return True
     return False
 
@@ -668,38 +660,41 @@ def guest_lock_path(root: str) -> str:
 
 
 def guest_processes(root: str) -> list:
-    """The processes running "inside" the VM under ``root``: the holder of the root's lock
-    (verified to work for this root: a pid reused by another process is left alone), its
-    descendants (the hooks, in sessions of their own), and the rest of its session.
-    Never this process or one of its ancestors."""
+    """The processes running "inside" the VM under ``root``: those that have the root's
+    lock file open (the holder, the worker that inherited it, a check waiting for it),
+    their descendants (the hooks, in sessions of their own), and the rest of a worker's
+    session.  The lock file itself tells who they are, not a pid in it or a command
+    line (a reused pid, a relative ``--root``).  Never this process; an ancestor of
+    this process among them (a hook that powers its own VM off) is an error."""
     import psutil
 
-    from ..handler import holder_pid
-
     path = guest_lock_path(root)
-    pid = holder_pid(path)
-    if pid is None or not _lock_is_held(path):
-        return []
-    me = psutil.Process()
-    spared = {me.pid, *(p.pid for p in me.parents())}
-    if pid in spared:
+    if not _lock_is_held(path):  # the usual case, and cheap: nothing runs inside
         return []
     try:
-        holder = psutil.Process(pid)
-    except psutil.Error:
+        st = os.stat(path)
+    except OSError:
         return []
-    if not names_root(holder, root):
-        return []
-    found: dict[int, psutil.Process] = {holder.pid: holder}
-    with contextlib.suppress(psutil.Error):
-        for child in holder.children(recursive=True):
-            found.setdefault(child.pid, child)
-    with contextlib.suppress(OSError):
-        if os.getsid(pid) == pid and os.getsid(0) != pid:  # the worker leads its session
-            for p in psutil.process_iter():
-                with contextlib.suppress(OSError):
-                    if os.getsid(p.pid) == pid:
-                        found.setdefault(p.pid, p)
+    me = psutil.Process()
+    ancestors = {p.pid for p in me.parents()}
+    holders = [p for p in psutil.process_iter() if p.pid != me.pid and _opens(p, st)]
+    inside = [p.pid for p in holders if p.pid in ancestors]
+    if inside:
+        raise SimError(f"cannot power off the simulated VM under {root} from inside it: "
+                       f"pid {inside[0]}, which runs this command, holds {path} (run it "
+                       "from outside the VM's hooks)", exitcodes.USAGE)
+    spared = {me.pid, *ancestors}
+    found: dict[int, psutil.Process] = {p.pid: p for p in holders}
+    for holder in holders:
+        with contextlib.suppress(psutil.Error):
+            for child in holder.children(recursive=True):
+                found.setdefault(child.pid, child)
+        with contextlib.suppress(OSError):
+            if os.getsid(holder.pid) == holder.pid and os.getsid(0) != holder.pid:
+                for p in psutil.process_iter():  # the worker leads its session
+                    with contextlib.suppress(OSError):
+                        if os.getsid(p.pid) == holder.pid:
+                            found.setdefault(p.pid, p)
     return [p for p in found.values() if p.pid not in spared]
 
 
