@@ -314,6 +314,18 @@ def touch(path: str) -> None:
         pass
 
 
+RETRY_HINT = "see 'vmgenctl status'; 'vmgenctl retry' runs them again"
+
+
+def fence(now: object, expect: object, code: int) -> int:
+    """``check --expect``: ``code``, or EXPECT_FAILED with one line when the generation
+    ``now`` is not ``expect`` (None: no fence)."""
+    if expect is None or now == expect:
+        return code
+    print(f"vmgenctl: the generation is {now}, not {expect}", file=sys.stderr)
+    return exitcodes.EXPECT_FAILED
+
+
 def missing_root(root: str) -> str:
     """The one-line complaint about a ``--root`` that is not a directory."""
     return (f"--root {root}: no such directory (check the path; "
@@ -339,13 +351,11 @@ def run_check(root: str, args: list[str]) -> int:
                 if expect is not None and line.split()[0] != expect.hex:
                     from .generation import Generation
 
-                    now = Generation.from_hex(line.split()[0])
-                    print(f"vmgenctl: the generation is {now}, not {expect}", file=sys.stderr)
-                    return exitcodes.EXPECT_FAILED
+                    return fence(Generation.from_hex(line.split()[0]), expect, exitcodes.OK)
                 if state == "done":
                     return exitcodes.OK
-                print("vmgenctl: the hooks of the current generation failed: see "
-                      "'vmgenctl status'; 'vmgenctl retry' runs them again", file=sys.stderr)
+                print(f"vmgenctl: the hooks of the current generation failed: {RETRY_HINT}",
+                      file=sys.stderr)
                 return exitcodes.PENDING_OR_FAILED
         from .config import from_vars
         from .handler import check

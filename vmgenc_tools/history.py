@@ -42,6 +42,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 
+from .hooks.atomic import fsync_dir
 from .hooks.base import HookResult
 from .plain import Plain
 
@@ -820,11 +821,7 @@ class Journal:
             os.close(fd)
         if not start:  # a new file: its directory entry must survive power loss too
             with contextlib.suppress(OSError):
-                dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                fsync_dir(os.path.dirname(path))
 
     def append_change(self, ch: Change) -> str:
         """The change as it is now (``pending`` before its hooks); returns its token."""

@@ -17,7 +17,7 @@ import time
 
 from . import exitcodes
 from .config import Config
-from .fastcheck import load_config
+from .fastcheck import RETRY_HINT, load_config
 from .generation import Generation
 from .handler import Paths, covering, guid_line, holder_pid
 from .history import History
@@ -103,8 +103,8 @@ def wait(root: str, since: Generation | None = None, timeout: float | None = Non
             if state == "settled":
                 return exitcodes.OK
             if state == "failed":
-                print(f"vmgenctl: generation {guids[0]} settled, but hooks failed: see "
-                      "'vmgenctl status'; 'vmgenctl retry' runs them again", file=sys.stderr)
+                print(f"vmgenctl: generation {guids[0]} settled, but hooks failed: "
+                      f"{RETRY_HINT}", file=sys.stderr)
                 return exitcodes.OK
         now = time.monotonic()
         if deadline is not None and now >= deadline:

@@ -11,6 +11,7 @@ import os
 import click
 
 from .. import __version__, exitcodes
+from ..entry import BACKENDS
 from ..fastcheck import missing_root
 from .common import App, Ctx, Fail, run_app
 
@@ -18,7 +19,7 @@ from .common import App, Ctx, Fail, run_app
 @click.group("vmgenctl", cls=App, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", "root", envvar="VMGENC_ROOT", default="/", show_default=True,
               type=click.Path(file_okay=False), help="Prefix for every path (a sandbox).")
-@click.option("--sysctl-backend", "backend", type=click.Choice(["libc", "sim"]), default=None,
+@click.option("--sysctl-backend", "backend", type=click.Choice(BACKENDS), default=None,
               help="Where sysctl/kenv values come from (default: sim for a simulated VM's "
                    "root, libc on FreeBSD); sets VMGENC_SYSCTL_BACKEND.")
 @click.version_option(__version__, prog_name="vmgenctl")
