@@ -175,16 +175,20 @@ def _power_off_while_hooks_run(root: str, log: str, power_off: str) -> None:
     assert ctl(root, "status").returncode == 0
 
 
+# Python code that takes the lock named by argv[1] and writes its pid there, as RootLock does.
+TAKE_LOCK = ("import fcntl, os, sys\n"
+             "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+             "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+             "os.ftruncate(fd, 0); os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n")
+
+
 def _holder(lock: str, env_root: str | None, *args: str, cwd: str = "/") -> subprocess.Popen:
     """Another process that takes ``lock`` and writes its pid there, as RootLock does."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VMGENC_")}
     if env_root is not None:
         env["VMGENC_ROOT"] = env_root
     os.makedirs(os.path.dirname(lock), exist_ok=True)
-    code = ("import fcntl, os, sys, time\n"
-            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "os.ftruncate(fd, 0); os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
+    code = (TAKE_LOCK + "import time\n"
             "print('locked', flush=True)\n"
             "time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code, lock, *args], env=env,
@@ -258,10 +262,7 @@ def test_a_hook_that_powers_off_its_own_vm_is_refused(vm):
     exit 2, and the VM's processes live on."""
     lock = lock_path(vm.root)
     os.makedirs(os.path.dirname(lock), exist_ok=True)
-    code = ("import fcntl, os, subprocess, sys\n"
-            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "os.ftruncate(fd, 0); os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
+    code = (TAKE_LOCK + "import subprocess\n"
             "p = subprocess.run([sys.argv[2], '--root', sys.argv[3], 'sim', 'boot'],\n"
             "                   capture_output=True, text=True, timeout=60)\n"
             "print(p.returncode); print(p.stderr, end='')\n")
